@@ -1,0 +1,1 @@
+"""aof_index_readers."""
