@@ -35,9 +35,25 @@ class ManifestIssue:
     """What is wrong and what is allowed."""
     value: object = None
     """The offending value, when there is one (never a secret)."""
+    line: int | None = None
+    """1-based line in the YAML file, when known."""
+    document: int | None = None
+    """1-based position of the YAML document in a multi-document file, when there are several."""
+    file: str | None = None
+    """The file the issue is in, when the error covers several files (a directory)."""
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+        where = [self.file] if self.file else []
+        if self.document is not None:
+            where.append(f"document {self.document}")
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        prefix = f"[{', '.join(where)}] " if where else ""
+        text = f"{prefix}{self.path}: {self.message}" if self.path else prefix + self.message
+        if self.value is not None:
+            shown = repr(self.value)
+            text += f" (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
+        return text
 
 
 class ManifestError(AofIndexError):

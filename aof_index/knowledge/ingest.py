@@ -1,0 +1,135 @@
+"""Ingest documents into a Memory: chunk, embed, write vector store and keyword index.
+
+Only documents whose version changed are processed; unchanged ones cost a hash lookup.
+Order of writes, so that a run that fails at any point can simply be run again:
+
+1. chunks of a batch are embedded (the expensive part, nothing written yet);
+2. the old chunks of changed documents are deleted and the new ones upserted into the vector
+   store and the in-memory keyword index;
+3. after all batches, the keyword index is persisted atomically, then the ingest state
+   records the new versions.
+
+A crash before step 3 leaves the documents unrecorded: the next run redoes them, and since
+chunk ids are deterministic that is an upsert, never a duplicate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from llama_index.core.schema import BaseNode, Document, MetadataMode
+
+from aof_index.build.memory import MemoryComponents
+from aof_index.errors import IngestError
+
+__all__ = ["IngestReport", "Progress", "ingest_documents"]
+
+Progress = Callable[[str, int, int], None]
+"""Called as ``progress(stage, done, total)``; stages are ``read``, ``chunk``, ``embed``."""
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did."""
+
+    documents: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    chunks: int = 0
+    """Chunks embedded and written in this run."""
+    seconds: float = 0.0
+    sources: list[str] = field(default_factory=list)
+
+
+def _version(document: Document) -> str:
+    return str(document.metadata.get("version") or document.hash)
+
+
+def ingest_documents(
+    memory: MemoryComponents,
+    documents: Iterable[Document],
+    *,
+    progress: Progress | None = None,
+    batch_size: int = 256,
+) -> IngestReport:
+    """Ingest ``documents`` into ``memory``; unchanged documents are skipped.
+
+    Raises:
+        IngestError: when no document was given; the stores are left as they were.
+    """
+    started = time.perf_counter()
+    report = IngestReport()
+    known = memory.ingest_state.versions()
+    todo: list[Document] = []
+    for document in documents:
+        report.documents += 1
+        previous = known.get(document.doc_id)
+        if previous == _version(document):
+            report.unchanged += 1
+        else:
+            todo.append(document)
+            if previous is None:
+                report.added += 1
+            else:
+                report.updated += 1
+        if progress:
+            progress("read", report.documents, 0)
+    if report.documents == 0:
+        raise IngestError("nothing to ingest: no readable document was found")
+    if todo:
+        nodes = _chunk(memory, todo, progress)
+        _write(memory, todo, nodes, progress, batch_size)
+        report.chunks = len(nodes)
+        report.sources = [str(d.metadata.get("source", d.doc_id)) for d in todo]
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _chunk(
+    memory: MemoryComponents, documents: Sequence[Document], progress: Progress | None
+) -> list[BaseNode]:
+    parser = memory.node_parser()
+    nodes: list[BaseNode] = []
+    for i, document in enumerate(documents, 1):
+        nodes.extend(parser.get_nodes_from_documents([document]))
+        if progress:
+            progress("chunk", i, len(documents))
+    return nodes
+
+
+def _write(
+    memory: MemoryComponents,
+    documents: Sequence[Document],
+    nodes: Sequence[BaseNode],
+    progress: Progress | None,
+    batch_size: int,
+) -> None:
+    embed = memory.embed_model
+    store = memory.vector_store
+    keywords = memory.keyword_index
+    # Documents seen before, or written by a run that died before recording them, may have
+    # chunks in the stores: remove them first so the new chunks replace, never add to, them.
+    for document in documents:
+        store.delete(document.doc_id)
+        keywords.delete_ref_doc(document.doc_id)
+    for start in range(0, len(nodes), batch_size):
+        batch = list(nodes[start : start + batch_size])
+        texts = [n.get_content(metadata_mode=MetadataMode.EMBED) for n in batch]
+        for node, vector in zip(batch, embed.get_text_embedding_batch(texts), strict=True):
+            node.embedding = vector
+        store.add(batch)
+        keywords.add(batch)
+        if progress:
+            progress("embed", start + len(batch), len(nodes))
+    keywords.persist()
+    by_doc: dict[str, list[str]] = {d.doc_id: [] for d in documents}
+    for node in nodes:
+        if node.ref_doc_id is not None:
+            by_doc[node.ref_doc_id].append(node.node_id)
+    memory.ingest_state.record(
+        (d.doc_id, _version(d), str(d.metadata.get("source", d.doc_id)), by_doc[d.doc_id])
+        for d in documents
+    )
