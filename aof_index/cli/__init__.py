@@ -1,1 +1,1 @@
-"""cli."""
+"""The ``aof-index`` command line (thin layer over the library)."""

@@ -27,7 +27,7 @@ from aof_index.knowledge.ingest import Progress as ProgressCallback
 __all__ = ["MemoryOption", "console", "err_console", "fail", "load_memory_option", "progress_bar"]
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 MemoryOption = Annotated[
     Path | None,

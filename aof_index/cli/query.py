@@ -7,7 +7,10 @@ from typing import Annotated, Any
 
 import typer
 from llama_index.core.schema import NodeWithScore
+from rich.console import Group
+from rich.markup import escape
 from rich.panel import Panel
+from rich.text import Text
 
 from aof_index.build.memory import as_strategy
 from aof_index.cli.common import (
@@ -81,14 +84,15 @@ def query(
         console.print("No passages found. Ingest documents first: aof-index ingest PATH")
     for i, hit in enumerate(hits, 1):
         meta = hit.node.metadata
-        where = meta.get("source", hit.node.ref_doc_id)
+        source = str(meta.get("source") or hit.node.ref_doc_id)
         heading = meta.get("heading") or meta.get("title") or ""
-        title = f"[{i}] {where}" + (f" — {heading}" if heading else "")
+        title = f"[{i}] {meta.get('file_name') or source}" + (f" — {heading}" if heading else "")
         body = hit.node.get_content().strip()
+        excerpt = body[:700] + ("…" if len(body) > 700 else "")
         console.print(
             Panel(
-                body[:700] + ("…" if len(body) > 700 else ""),
-                title=title,
+                Group(Text(source, style="dim", overflow="fold"), Text(excerpt)),
+                title=escape(title),
                 subtitle=f"score {float(hit.score or 0):.4f}",
                 title_align="left",
             )

@@ -1,1 +1,1 @@
-"""demo."""
+"""The SRE runbooks ingested by ``aof-index demo`` (package data in ``corpus/``)."""

@@ -1,1 +1,1 @@
-"""embeddings."""
+"""Embedding models LlamaIndex lacks: the lazy, offline local sentence-transformers model."""

@@ -1,1 +1,1 @@
-"""engine."""
+"""Query and chat engines over a Memory, and metadata filter conversion."""

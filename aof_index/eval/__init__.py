@@ -1,1 +1,1 @@
-"""eval."""
+"""Retrieval evaluation (BEIR) used by the CLI and the benchmarks."""

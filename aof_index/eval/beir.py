@@ -106,18 +106,26 @@ def eval_memory(memory: MemoryComponents, dataset: BeirDataset) -> MemoryCompone
     It lives in its own namespace and collection, keyed by the dataset and the embedding
     configuration, so it never touches the user's data and is reused across runs.
     """
-    spec = memory.resource.spec
+    semantic = memory.resource.spec.semantic
+    # Only what changes the stored index picks the cache: not retrieval settings.
+    stored = (
+        [semantic.embedding, semantic.vector_store] if semantic is not None else [None, None]
+    )
     key = hashlib.sha256(
         json.dumps(
-            [dataset.name, len(dataset.corpus), spec.model_dump(mode="json", by_alias=True)],
+            [
+                dataset.name,
+                len(dataset.corpus),
+                [s.model_dump(mode="json", by_alias=True) if s else None for s in stored],
+            ],
             sort_keys=True,
             default=str,
         ).encode()
     ).hexdigest()[:10]
     data = memory.resource.model_dump(by_alias=True, exclude_unset=True)
     data["metadata"] = {"name": f"{dataset.name}-{key}", "namespace": "eval"}
-    semantic = data.get("spec", {}).get("semantic") or {}
-    for store in (semantic.get("vectorStore") or {}).values():
+    semantic_data = data.get("spec", {}).get("semantic") or {}
+    for store in (semantic_data.get("vectorStore") or {}).values():
         if isinstance(store, dict) and "collection" in store:
             store["collection"] = f"aof-eval-{dataset.name}-{key}"
     return MemoryComponents(Memory.model_validate(data), memory.home)

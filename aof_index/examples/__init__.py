@@ -1,0 +1,1 @@
+"""Example manifests shipped with the package; ``memory.yaml`` is the embedded default."""

@@ -1,1 +1,1 @@
-"""node_parsers."""
+"""Node parsers (chunkers) sized to the embedding model's window."""

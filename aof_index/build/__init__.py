@@ -1,0 +1,1 @@
+"""Manifest → components: the registry factories and the Memory builder."""

