@@ -38,9 +38,6 @@ __all__ = ["STRATEGIES", "MemoryComponents", "Strategy", "as_strategy", "build_m
 
 Strategy = Literal["hybrid", "semantic", "keyword"]
 
-HYBRID_FUSION: dict[str, Any] = {"fusion": "linear", "normalization": "zscore"}
-"""How hybrid retrieval fuses: a weighted sum of z-score-normalised scores.  On SciFact it
-beat min-max and weighted RRF at every weight tried (docs/benchmarks.md)."""
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 
 
@@ -178,7 +175,6 @@ class MemoryComponents:
         options: dict[str, Any] = {
             "semantic_weight": hybrid.semantic_weight if hybrid else 0.7,
             "keyword_weight": hybrid.keyword_weight if hybrid else 0.3,
-            **HYBRID_FUSION,
             **kwargs,
         }
         return HybridRetriever(

@@ -84,7 +84,8 @@ def build_qdrant(ctx: BuildContext) -> BasePydanticVectorStore:
     cfg = spec.qdrant if spec is not None else None
     kwargs: dict[str, Any] = {}
     if cfg is not None and cfg.url:
-        api_key = cfg.api_key_secret_ref.resolve().get_secret_value() if cfg.api_key_secret_ref else None
+        secret = cfg.api_key_secret_ref
+        api_key = secret.resolve().get_secret_value() if secret is not None else None
         client = QdrantClient(url=cfg.url, api_key=api_key)
         try:
             client.get_collections()

@@ -33,7 +33,11 @@ def main(
 ) -> None:
     """Memory and knowledge for AOF agents (data under $AOF_INDEX_HOME)."""
     configure_offline()
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level)
+    # Some libraries set their own loggers to DEBUG; keep them at the chosen level.
+    for noisy in ("bm25s", "chromadb", "httpx", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(level)
 
 
 app.command()(init)

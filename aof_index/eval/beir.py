@@ -108,9 +108,7 @@ def eval_memory(memory: MemoryComponents, dataset: BeirDataset) -> MemoryCompone
     """
     semantic = memory.resource.spec.semantic
     # Only what changes the stored index picks the cache: not retrieval settings.
-    stored = (
-        [semantic.embedding, semantic.vector_store] if semantic is not None else [None, None]
-    )
+    stored = [semantic.embedding, semantic.vector_store] if semantic is not None else [None, None]
     key = hashlib.sha256(
         json.dumps(
             [

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from llama_index.core.schema import BaseNode, Document, MetadataMode
+from llama_index.core.vector_stores.types import BasePydanticVectorStore
 
 from aof_index.build.memory import MemoryComponents
 from aof_index.errors import IngestError
@@ -100,6 +101,15 @@ def _chunk(
     return nodes
 
 
+def _collection_exists(store: BasePydanticVectorStore) -> bool:
+    """Whether deleting from ``store`` is safe: Qdrant's store creates its collection on the
+    first add and raises on a delete before that; other stores always answer."""
+    client = getattr(store, "client", None)
+    exists = getattr(client, "collection_exists", None)
+    name = getattr(store, "collection_name", None)
+    return bool(exists(name)) if callable(exists) and isinstance(name, str) else True
+
+
 def _write(
     memory: MemoryComponents,
     documents: Sequence[Document],
@@ -112,8 +122,10 @@ def _write(
     keywords = memory.keyword_index
     # Documents seen before, or written by a run that died before recording them, may have
     # chunks in the stores: remove them first so the new chunks replace, never add to, them.
+    has_collection = _collection_exists(store)
     for document in documents:
-        store.delete(document.doc_id)
+        if has_collection:
+            store.delete(document.doc_id)
         keywords.delete_ref_doc(document.doc_id)
     for start in range(0, len(nodes), batch_size):
         batch = list(nodes[start : start + batch_size])

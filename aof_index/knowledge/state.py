@@ -59,11 +59,15 @@ class IngestState:
 
     def versions(self) -> dict[str, str]:
         """``doc_id → version`` of every recorded document."""
+        if not self.path.exists():  # reading creates nothing
+            return {}
         with self._connect() as conn:
             return dict(conn.execute("SELECT doc_id, version FROM documents").fetchall())
 
     def get(self, doc_id: str) -> DocumentRecord | None:
         """The record of one document, if any."""
+        if not self.path.exists():
+            return None
         with self._connect() as conn:
             row = conn.execute(
                 "SELECT doc_id, version, source, node_ids, updated_at FROM documents "
@@ -74,6 +78,8 @@ class IngestState:
 
     def records(self) -> list[DocumentRecord]:
         """Every recorded document, ordered by source."""
+        if not self.path.exists():
+            return []
         with self._connect() as conn:
             rows = conn.execute(
                 "SELECT doc_id, version, source, node_ids, updated_at FROM documents "

@@ -13,6 +13,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 
 __all__ = ["TokenWindow", "token_window"]
 
+HOSTED_CHUNK_TOKENS = 512
 # Hosted models' input limits, in their tokenizer's tokens.
 _HOSTED_LIMITS = {"OpenAIEmbedding": 8191, "CohereEmbedding": 512}
 
@@ -23,6 +24,14 @@ class TokenWindow:
 
     tokenize: Callable[[str], Sequence[int]]
     max_tokens: int
+    chunk_tokens: int = 0
+    """Preferred chunk size (0: the whole window).  Hosted models read thousands of tokens,
+    but passages of a few hundred retrieve better and fit more of them in a prompt."""
+
+    @property
+    def target(self) -> int:
+        """Tokens a chunk should aim for: ``chunk_tokens`` capped at the window."""
+        return min(self.chunk_tokens or self.max_tokens, self.max_tokens)
 
     def count(self, text: str) -> int:
         """Tokens of ``text`` in this model's tokenizer."""
@@ -46,4 +55,4 @@ def token_window(embed_model: BaseEmbedding) -> TokenWindow:
     from llama_index.core.utils import get_tokenizer
 
     limit = _HOSTED_LIMITS.get(type(embed_model).__name__, 512)
-    return TokenWindow(get_tokenizer(), limit)
+    return TokenWindow(get_tokenizer(), limit, chunk_tokens=HOSTED_CHUNK_TOKENS)

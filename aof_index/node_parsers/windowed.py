@@ -59,7 +59,7 @@ class WindowedNodeParser(NodeParser):
     def __init__(
         self, window: TokenWindow, chunk_size: int | None = None, chunk_overlap: int = 32, **kw: Any
     ) -> None:
-        size = min(chunk_size or window.max_tokens, window.max_tokens)
+        size = min(chunk_size or window.target, window.max_tokens)
         super().__init__(chunk_size=size, chunk_overlap=min(chunk_overlap, size // 4), **kw)
         self._window = window
         tokenizer = window.tokenize

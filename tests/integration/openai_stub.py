@@ -1,10 +1,16 @@
-"""A local HTTP server speaking OpenAI's chat-completions API, standing in for the hosted
-service (which cannot be reached from tests). It records requests and answers with a
-fixed text, or stalls to exercise timeouts."""
+"""A local HTTP server speaking OpenAI's chat-completions and embeddings APIs, standing in
+for the hosted service (which cannot be reached from tests). It records requests, answers
+chats with a fixed text (or stalls, to exercise timeouts), and embeds text by hashing its
+words into a fixed-size vector, so lexically close texts get close vectors."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import math
+import re
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +32,12 @@ class OpenAIStub:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                stub.requests.append({"path": self.path, "body": body})
+                stub.requests.append(
+                    {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
+                )
+                if self.path.endswith("/embeddings"):
+                    self._send(_embeddings(body))
+                    return
                 time.sleep(stub.delay_s)
                 payload = {
                     "id": "chatcmpl-stub",
@@ -42,6 +53,9 @@ class OpenAIStub:
                     ],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 }
+                self._send(payload)
+
+            def _send(self, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(200)
@@ -68,3 +82,34 @@ class OpenAIStub:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+DIMENSIONS = 64
+
+
+def hashed_vector(text: str) -> list[float]:
+    """Bag of words hashed into ``DIMENSIONS`` buckets, L2-normalised."""
+    vector = [0.0] * DIMENSIONS
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        vector[int(hashlib.md5(word.encode()).hexdigest(), 16) % DIMENSIONS] += 1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
+def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    data = []
+    for i, text in enumerate(inputs):
+        vector = hashed_vector(str(text))
+        if body.get("encoding_format") == "base64":  # the openai SDK's default
+            packed = struct.pack(f"<{len(vector)}f", *vector)
+            embedding: Any = base64.b64encode(packed).decode()
+        else:
+            embedding = vector
+        data.append({"object": "embedding", "index": i, "embedding": embedding})
+    return {
+        "object": "list",
+        "data": data,
+        "model": body.get("model"),
+        "usage": {"prompt_tokens": 1, "total_tokens": 1},
+    }

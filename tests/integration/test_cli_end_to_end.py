@@ -11,11 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
+from openai_stub import OpenAIStub
 from typer.testing import CliRunner
 
 from aof_index.cli.main import app
-
-from openai_stub import OpenAIStub
 
 runner = CliRunner()
 
@@ -50,9 +49,10 @@ def test_changed_file_replaces_its_chunks_without_duplicates(runbooks: Path) -> 
     dns = runbooks / "dns.md"
     dns.write_text(dns.read_text() + "\n## Zebra section\n\nUnique marker quokka-7731.\n")
     code, out, _ = run("ingest", str(runbooks), "--json")
+    assert code == 0
     report = json.loads(out)
     assert (report["updated"], report["unchanged"]) == (1, 5)
-    code, out, _ = run("query", "quokka-7731", "--strategy", "keyword", "--json")
+    _, out, _ = run("query", "quokka-7731", "--strategy", "keyword", "--json")
     hits = json.loads(out)["passages"]
     assert len(hits) == 1 and "quokka-7731" in hits[0]["text"]
 
@@ -142,7 +142,13 @@ def test_validate_rejects_a_broken_manifest_with_the_field_path(tmp_path: Path) 
 
 def test_eval_beir_scores_real_scifact_queries(mini_scifact: Path) -> None:
     code, out, err = run(
-        "eval", "beir", str(mini_scifact), "--strategy", "hybrid", "--strategy", "keyword",
+        "eval",
+        "beir",
+        str(mini_scifact),
+        "--strategy",
+        "hybrid",
+        "--strategy",
+        "keyword",
         "--json",
     )
     assert code == 0, err
