@@ -1,7 +1,8 @@
-"""A local HTTP server speaking OpenAI's chat-completions and embeddings APIs, standing in
-for the hosted service (which cannot be reached from tests). It records requests, answers
-chats with a fixed text (or stalls, to exercise timeouts), and embeds text by hashing its
-words into a fixed-size vector, so lexically close texts get close vectors."""
+"""A local HTTP server speaking OpenAI's chat-completions and embeddings APIs and Cohere's
+v2 embed API, standing in for the hosted services (which cannot be reached from tests).
+It records requests, answers chats with a fixed text (or stalls, to exercise timeouts),
+and embeds text by hashing its words into a fixed-size vector, so lexically close texts
+get close vectors."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ class OpenAIStub:
                 )
                 if self.path.endswith("/embeddings"):
                     self._send(_embeddings(body))
+                    return
+                if self.path.endswith("/v2/embed"):
+                    self._send(_cohere_embed(body))
                     return
                 time.sleep(stub.delay_s)
                 payload = {
@@ -112,4 +116,15 @@ def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
         "data": data,
         "model": body.get("model"),
         "usage": {"prompt_tokens": 1, "total_tokens": 1},
+    }
+
+
+def _cohere_embed(body: dict[str, Any]) -> dict[str, Any]:
+    texts = [str(t) for t in body["texts"]]
+    return {
+        "id": "embed-stub",
+        "response_type": "embeddings_by_type",
+        "embeddings": {"float": [hashed_vector(t) for t in texts]},
+        "texts": texts,
+        "meta": {"api_version": {"version": "2"}},
     }
