@@ -11,9 +11,6 @@ from aof_index.offline import configure_offline
 
 configure_offline()
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-"""The evaluation data folder beside the project (``../shared``)."""
-
 
 @pytest.fixture(autouse=True)
 def aof_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

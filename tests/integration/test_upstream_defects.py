@@ -9,7 +9,7 @@ from llama_index.core.schema import MetadataMode
 from aof_index import build_memory
 from aof_index_readers import LocalFilesReader
 
-from conftest import SHARED_DATA
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def test_minilm_never_truncates_a_chunk_of_the_k8s_docs() -> None:
