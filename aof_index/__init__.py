@@ -9,7 +9,15 @@ Manifests in, LlamaIndex components out::
     engine = AOFQueryEngine.from_memory(memory)
 
 Errors derive from :class:`AofIndexError`; manifest models live in :mod:`aof_index.spec`.
+Importing the package points tiktoken at llama-index-core's bundled encodings and keeps
+Hugging Face offline (only where the environment does not say otherwise).
 """
+
+from aof_index.offline import configure_offline
+
+configure_offline()
+
+# ruff: noqa: E402
 
 from aof_index.build.memory import MemoryComponents, Strategy, build_memory
 from aof_index.engine.chat import ChatSession, ChatTurn

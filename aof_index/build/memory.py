@@ -25,8 +25,9 @@ from aof_index.build.context import BuildContext
 from aof_index.build.defaults import default_memory
 from aof_index.home import data_home, memory_dir
 from aof_index.knowledge.state import IngestState
+from aof_index.node_parsers.auto import AutoChunker
+from aof_index.node_parsers.base import ChunkerBase
 from aof_index.node_parsers.window import TokenWindow, token_window
-from aof_index.node_parsers.windowed import WindowedNodeParser
 from aof_index.registry import get_factory
 from aof_index.spec import Memory, load_memory
 from aof_index.spec.memory import RetrievalConfig
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 __all__ = ["STRATEGIES", "MemoryComponents", "Strategy", "as_strategy", "build_memory"]
 
 Strategy = Literal["hybrid", "semantic", "keyword"]
+DEFAULT_OVERLAP = 32
+"""Tokens shared by neighbouring chunks of one section in the default chunker."""
 
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 
@@ -126,9 +129,9 @@ class MemoryComponents:
         """Versions and chunk ids of what has been ingested."""
         return IngestState(self.data_dir / "ingest.db")
 
-    def node_parser(self, chunk_size: int | None = None) -> WindowedNodeParser:
-        """The chunker: Markdown-aware, sized to the embedding model's window."""
-        return WindowedNodeParser(self.window, chunk_size=chunk_size)
+    def node_parser(self, chunk_size: int | None = None) -> ChunkerBase:
+        """The default chunker: routed by content type, sized to the embedding window."""
+        return AutoChunker(self.window, chunk_size=chunk_size, chunk_overlap=DEFAULT_OVERLAP)
 
     # -- retrieval --------------------------------------------------------------------
     @property

@@ -1,15 +1,18 @@
-"""The default chunker: Markdown sections, the model's window, deterministic ids, offsets."""
+"""The chunkers: Markdown sections, the model's window, deterministic ids, exact offsets."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from llama_index.core import Document
 from llama_index.core.schema import MetadataMode
 
+from aof_index.node_parsers.auto import AutoChunker
+from aof_index.node_parsers.base import chunk_id
 from aof_index.node_parsers.markdown_sections import split_front_matter, split_sections
+from aof_index.node_parsers.strategies import FixedChunker, MarkdownChunker, RecursiveChunker
 from aof_index.node_parsers.window import TokenWindow
-from aof_index.node_parsers.windowed import WindowedNodeParser, chunk_id
 
 
 def _words(text: str) -> Sequence[int]:
@@ -55,7 +58,7 @@ def test_sections_follow_headings_and_skip_code_block_comments() -> None:
 
 def test_markdown_chunks_carry_title_heading_and_source_offsets() -> None:
     doc = Document(id_="doc-1", text=MARKDOWN, metadata={"file_name": "pods.md"})
-    nodes = WindowedNodeParser(WINDOW).get_nodes_from_documents([doc])
+    nodes = AutoChunker(WINDOW, chunk_overlap=4).get_nodes_from_documents([doc])
     headings = [n.metadata.get("heading") for n in nodes]
     assert headings == ["Pods", "Pods / Lifecycle", "Pods / Probes"]
     for node in nodes:
@@ -71,7 +74,7 @@ def test_markdown_chunks_carry_title_heading_and_source_offsets() -> None:
 def test_no_chunk_exceeds_the_window_even_without_sentence_breaks() -> None:
     text = " ".join(f"word{i}" for i in range(1000))  # no punctuation, no newlines
     doc = Document(id_="long", text=text, metadata={"title": "a title of four words"})
-    nodes = WindowedNodeParser(WINDOW).get_nodes_from_documents([doc])
+    nodes = AutoChunker(WINDOW, chunk_overlap=4).get_nodes_from_documents([doc])
     assert len(nodes) > 20
     for node in nodes:
         assert WINDOW.count(node.get_content(metadata_mode=MetadataMode.EMBED)) <= 40
@@ -82,7 +85,7 @@ def test_no_chunk_exceeds_the_window_even_without_sentence_breaks() -> None:
 
 
 def test_ids_are_deterministic_and_differ_between_documents() -> None:
-    parser = WindowedNodeParser(WINDOW)
+    parser = AutoChunker(WINDOW, chunk_overlap=4)
     first = parser.get_nodes_from_documents([Document(id_="a", text=MARKDOWN)])
     again = parser.get_nodes_from_documents([Document(id_="a", text=MARKDOWN)])
     other = parser.get_nodes_from_documents([Document(id_="b", text=MARKDOWN)])
@@ -94,6 +97,44 @@ def test_ids_are_deterministic_and_differ_between_documents() -> None:
 def test_plain_text_is_not_split_at_hash_comments() -> None:
     code = "# comment\nx = 1\n# another\ny = 2\n"
     doc = Document(id_="c", text=code, metadata={"file_name": "script.py"})
-    nodes = WindowedNodeParser(WINDOW).get_nodes_from_documents([doc])
+    nodes = AutoChunker(WINDOW, chunk_overlap=4).get_nodes_from_documents([doc])
     assert len(nodes) == 1
     assert "heading" not in nodes[0].metadata
+
+
+def test_fixed_windows_overlap_and_are_exact_slices() -> None:
+    text = " ".join(f"w{i}" for i in range(100))
+    doc = Document(id_="f", text=text)
+    nodes = FixedChunker(WINDOW, chunk_size=20, chunk_overlap=5).get_nodes_from_documents([doc])
+    assert len(nodes) > 5
+    for a, b in itertools.pairwise(nodes):
+        assert b.start_char_idx < a.end_char_idx  # overlap
+        shared = set(a.text.split()) & set(b.text.split())
+        assert 1 <= len(shared) <= 5
+    for node in nodes:
+        assert text[node.start_char_idx : node.end_char_idx] == node.text
+        assert WINDOW.count(node.text) <= 20
+        assert node.metadata["strategy"] == "fixed"
+
+
+def test_recursive_prefers_the_configured_separators() -> None:
+    text = "alpha beta gamma; delta epsilon zeta; eta theta iota; kappa lambda mu"
+    doc = Document(id_="r", text=text)
+    nodes = RecursiveChunker(WINDOW, chunk_size=6, separator_list=["; "]).get_nodes_from_documents(
+        [doc]
+    )
+    assert [n.text for n in nodes] == [
+        "alpha beta gamma; delta epsilon zeta;",
+        "eta theta iota; kappa lambda mu",
+    ]
+    assert [n.metadata["start_line"] for n in nodes] == [1, 1]
+
+
+def test_markdown_keeps_a_code_block_whole_when_it_fits() -> None:
+    block = "```python\n" + "\n".join(f"x{i} = {i}" for i in range(8)) + "\n```\n"
+    text = "# Title\n\n" + "words " * 12 + "\n\n" + block + "\nafter the block\n"
+    doc = Document(id_="m", text=text, metadata={"file_name": "x.md"})
+    nodes = MarkdownChunker(WINDOW, chunk_size=30).get_nodes_from_documents([doc])
+    holding = [n for n in nodes if "```python" in n.text]
+    assert len(holding) == 1 and holding[0].text.rstrip().endswith("```")
+    assert holding[0].metadata["start_line"] < holding[0].metadata["end_line"]
