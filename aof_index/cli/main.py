@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from aof_index.cli.chat import chat
+from aof_index.cli.chunk import chunk
 from aof_index.cli.demo import demo
 from aof_index.cli.eval import eval_app
 from aof_index.cli.ingest import ingest
@@ -43,6 +44,7 @@ def main(
 app.command()(init)
 app.command()(validate)
 app.command()(ingest)
+app.command()(chunk)
 app.command()(query)
 app.command()(chat)
 app.command()(demo)

@@ -18,11 +18,17 @@ import bisect
 import itertools
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from llama_index.core.node_parser import NodeParser
-from llama_index.core.schema import BaseNode, MetadataMode, NodeRelationship, TextNode
+from llama_index.core.schema import (
+    BaseNode,
+    Document,
+    MetadataMode,
+    NodeRelationship,
+    TextNode,
+)
 from pydantic import Field, PrivateAttr
 
 from aof_index.node_parsers.packing import (
@@ -57,15 +63,18 @@ def metadata_header(metadata: dict[str, Any]) -> str:
 class Piece:
     """A natural unit of a document: ``text[start:end]``.
 
-    Consecutive pieces with equal ``metadata`` form a group and may be packed into one
-    chunk; ``separators`` says where the piece may be cut when it is too large on its own
-    (``()`` means token windows only, e.g. inside a code block: lines first).
+    Consecutive pieces with equal ``metadata`` and equal ``group`` form a group and may be
+    packed into one chunk; ``separators`` says where the piece may be cut when it is too
+    large on its own (``()`` means token windows only, e.g. inside a code block: lines
+    first).  ``group`` keeps neighbouring pieces apart without putting anything in the
+    nodes' metadata (the semantic chunker's topic groups).
     """
 
     start: int
     end: int
     metadata: dict[str, Any] = field(default_factory=dict)
     separators: Sequence[str] | None = None
+    group: int | None = None
 
 
 class ChunkerBase(NodeParser):
@@ -116,6 +125,24 @@ class ChunkerBase(NodeParser):
             out.extend(self.chunk(document))
         return out
 
+    def _postprocess_parsed_nodes(
+        self, nodes: list[BaseNode], parent_doc_map: dict[str, Document]
+    ) -> list[BaseNode]:
+        """LlamaIndex's post-processing, keeping the exact offsets :meth:`chunk` set.
+
+        LlamaIndex re-locates each node with ``str.find`` from just after the previous
+        node's start, which lands on an earlier copy of repeated text (same lines in two
+        code blocks, a repeated table row) and would give wrong offsets.
+        """
+        spans = {
+            id(n): (n.start_char_idx, n.end_char_idx) for n in nodes if isinstance(n, TextNode)
+        }
+        nodes = super()._postprocess_parsed_nodes(nodes, parent_doc_map)
+        for node in nodes:
+            if isinstance(node, TextNode) and id(node) in spans:
+                node.start_char_idx, node.end_char_idx = spans[id(node)]
+        return nodes
+
     def chunk(self, document: BaseNode) -> list[TextNode]:
         """Chunk one document into nodes."""
         text = document.get_content(metadata_mode=MetadataMode.NONE)
@@ -139,8 +166,12 @@ class ChunkerBase(NodeParser):
             start, end = trim(text, piece.start, piece.end)
             if start >= end:
                 continue
-            piece = Piece(start, end, piece.metadata, piece.separators)
-            if groups and groups[-1][0] == piece.metadata:
+            piece = replace(piece, start=start, end=end)
+            if (
+                groups
+                and groups[-1][0] == piece.metadata
+                and groups[-1][1][-1].group == piece.group
+            ):
                 groups[-1][1].append(piece)
             else:
                 groups.append((piece.metadata, [piece]))
@@ -165,7 +196,10 @@ class ChunkerBase(NodeParser):
         if len(ranges) > 1 and self.chunk_overlap:
             # Only chunks that are really cut need room for the overlap they receive.
             ranges = self._split(text, pieces, max(1, target - self.chunk_overlap), tokens)
-            ranges = self._overlap(ranges, tokens, limit)
+            # Verified before the overlap is added: an overlap then never reaches back past
+            # the start of the previous chunk as finally cut, so chunks stay in order.
+            ranges = self._verify(text, ranges, limit, tokens)
+            return self._overlap(text, ranges, tokens, limit)
         return self._verify(text, ranges, limit, tokens)
 
     def _split(self, text: str, pieces: list[Piece], budget: int, tokens: TokenIndex) -> Ranges:
@@ -176,13 +210,19 @@ class ChunkerBase(NodeParser):
         trimmed = (trim(text, s, e) for s, e in pack(text, ranges, budget, tokens))
         return [(s, e) for s, e in trimmed if s < e]
 
-    def _overlap(self, ranges: Ranges, tokens: TokenIndex, limit: int) -> Ranges:
+    def _overlap(self, text: str, ranges: Ranges, tokens: TokenIndex, limit: int) -> Ranges:
+        """Start each range ``chunk_overlap`` tokens earlier, where the result still fits.
+
+        The fit is checked on the real slice: an overlap starting inside a word tokenizes
+        into more pieces than the document's token spans count.
+        """
         if not self.chunk_overlap or len(ranges) < 2:
             return ranges
         out = [ranges[0]]
         for (prev_start, _), (start, end) in itertools.pairwise(ranges):
             new_start = tokens.back(start, self.chunk_overlap, prev_start)
-            out.append((new_start, end) if tokens.count(new_start, end) <= limit else (start, end))
+            fits = new_start < start and self._window.count(text[new_start:end]) <= limit
+            out.append((new_start, end) if fits else (start, end))
         return out
 
     def _verify(self, text: str, ranges: Ranges, limit: int, tokens: TokenIndex) -> Ranges:
@@ -222,13 +262,17 @@ class ChunkerBase(NodeParser):
             "start_line": bisect.bisect_right(line_starts, start),
             "end_line": bisect.bisect_right(line_starts, max(start, end - 1)),
         }
+        # Empty values are left out as metadata_header() leaves them out (LlamaIndex would
+        # print "title: None", tokens the window budget did not count).
         keys = list(meta)
+        embedded = [k for k in keys if k in EMBEDDED_METADATA and meta[k]]
+        for_llm = [k for k in keys if k in _LLM_METADATA and meta[k]]
         return TextNode(
             id_=chunk_id(document.node_id, number),
             text=text[start:end],
             metadata=meta,
-            excluded_embed_metadata_keys=[k for k in keys if k not in EMBEDDED_METADATA],
-            excluded_llm_metadata_keys=[k for k in keys if k not in _LLM_METADATA],
+            excluded_embed_metadata_keys=[k for k in keys if k not in embedded],
+            excluded_llm_metadata_keys=[k for k in keys if k not in for_llm],
             start_char_idx=start,
             end_char_idx=end,
             relationships={NodeRelationship.SOURCE: document.as_related_node_info()},

@@ -96,6 +96,8 @@ def split_range(
     if tokens.count(start, end) <= budget:
         return [(start, end)]
     for i, separator in enumerate(separators):
+        if not separator:  # "" matches everywhere (and never advances); token windows follow
+            continue
         parts = _parts(text, start, end, separator)
         if len(parts) > 1:
             pieces: Ranges = []

@@ -42,6 +42,8 @@ class RecursiveChunker(ChunkerBase):
 
 _FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
 _TABLE_ROW = re.compile(r"^\s*\|")
+_METADATA_SHARE = 4
+"""A heading path or title from the content takes at most 1/4 of the window."""
 
 
 class MarkdownChunker(ChunkerBase):
@@ -62,15 +64,35 @@ class MarkdownChunker(ChunkerBase):
         front, body = split_front_matter(text)
         base: dict[str, Any] = {}
         if front.get("title") and not document.metadata.get("title"):
-            base["title"] = str(front["title"])
+            base["title"] = self._shortened("title", str(front["title"]))
         out: list[Piece] = []
         sections = split_sections(text, body) if self.respect_headers else []
         if not sections:
             return self._blocks(text, body, len(text), base)
         for section in sections:
-            meta = {**base, "heading": section.heading_path} if section.heading_path else base
+            heading = self._shortened("heading", section.heading_path)
+            meta = {**base, "heading": heading} if heading else base
             out.extend(self._blocks(text, section.start, section.start + len(section.text), meta))
         return out
+
+    def _shortened(self, key: str, value: str) -> str:
+        """``value`` cut to a quarter of the window as ``key: value`` metadata, ending in
+        ``…`` when cut.
+
+        Only the metadata copy is cut (the heading line stays in the chunk text): a long
+        heading or front-matter title would otherwise leave no room for text in the window.
+        """
+        budget = max(1, self.window.max_tokens // _METADATA_SHARE)
+        if self.window.count(f"{key}: {value}") <= budget:
+            return value
+        spans = self.window.spans(value)
+        keep = min(len(spans), budget - self.window.count(f"{key}: …"))
+        while keep > 0:
+            short = value[: spans[keep - 1][1]].rstrip() + "…"
+            if self.window.count(f"{key}: {short}") <= budget:
+                return short
+            keep -= max(1, keep // 10)
+        return "…"
 
     def _blocks(self, text: str, start: int, end: int, meta: dict[str, Any]) -> list[Piece]:
         """Prose, fenced code blocks and tables between ``start`` and ``end``."""
