@@ -53,8 +53,20 @@ def _api_key(ctx: BuildContext, env_var: str, provider: str) -> str:
     return key
 
 
-def _timeout_s(ctx: BuildContext) -> float:
-    return float(embedding_spec(ctx).timeout.seconds)
+def _hosted_kwargs(ctx: BuildContext, env_var: str, provider: str) -> dict[str, Any]:
+    """Settings every hosted provider takes from ``spec.semantic.embedding``."""
+    spec = embedding_spec(ctx)
+    return {
+        "api_key": _api_key(ctx, env_var, provider),
+        "embed_batch_size": spec.batch_size,
+        "timeout": float(spec.timeout.seconds),
+    }
+
+
+def _missing_extra(provider: str, extra: str) -> BackendUnavailableError:
+    return BackendUnavailableError(
+        f"{provider} embeddings need the {extra} extra: pip install 'aof-index[{extra}]'"
+    )
 
 
 def build_openai(ctx: BuildContext) -> BaseEmbedding:
@@ -62,16 +74,10 @@ def build_openai(ctx: BuildContext) -> BaseEmbedding:
     try:
         from llama_index.embeddings.openai import OpenAIEmbedding
     except ImportError as exc:
-        raise BackendUnavailableError(
-            "OpenAI embeddings need the openai extra: pip install 'aof-index[openai]'"
-        ) from exc
+        raise _missing_extra("OpenAI", "openai") from exc
     spec = embedding_spec(ctx)
-    kwargs: dict[str, Any] = {
-        "model": spec.model or "text-embedding-3-small",
-        "api_key": _api_key(ctx, "OPENAI_API_KEY", "OpenAI"),
-        "embed_batch_size": spec.batch_size,
-        "timeout": _timeout_s(ctx),
-    }
+    kwargs = _hosted_kwargs(ctx, "OPENAI_API_KEY", "OpenAI")
+    kwargs["model"] = spec.model or "text-embedding-3-small"
     if spec.dimensions:
         kwargs["dimensions"] = spec.dimensions
     if base := os.environ.get("OPENAI_BASE_URL"):
@@ -84,16 +90,10 @@ def build_cohere(ctx: BuildContext) -> BaseEmbedding:
     try:
         from llama_index.embeddings.cohere import CohereEmbedding
     except ImportError as exc:
-        raise BackendUnavailableError(
-            "Cohere embeddings need the cohere extra: pip install 'aof-index[cohere]'"
-        ) from exc
+        raise _missing_extra("Cohere", "cohere") from exc
     spec = embedding_spec(ctx)
-    kwargs: dict[str, Any] = {
-        "model_name": spec.model or "embed-english-v3.0",
-        "api_key": _api_key(ctx, "COHERE_API_KEY", "Cohere"),
-        "embed_batch_size": spec.batch_size,
-        "timeout": _timeout_s(ctx),
-    }
+    kwargs = _hosted_kwargs(ctx, "COHERE_API_KEY", "Cohere")
+    kwargs["model_name"] = spec.model or "embed-english-v3.0"
     if base := os.environ.get("CO_API_URL"):
         kwargs["base_url"] = base
     return CohereEmbedding(**kwargs)

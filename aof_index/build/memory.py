@@ -28,7 +28,7 @@ from aof_index.knowledge.state import IngestState
 from aof_index.node_parsers.auto import AutoChunker
 from aof_index.node_parsers.base import ChunkerBase
 from aof_index.node_parsers.window import TokenWindow, token_window
-from aof_index.registry import get_factory
+from aof_index.registry import Group, get_factory
 from aof_index.spec import Memory, load_memory
 from aof_index.spec.memory import RetrievalConfig
 
@@ -76,15 +76,18 @@ class MemoryComponents:
         return self.resource.metadata.name
 
     # -- components -------------------------------------------------------------------
+    def _build(self, group: Group, name: str, field: str) -> Any:
+        """Build the component ``name`` of ``group`` with its registered factory."""
+        return get_factory(group, name, field=field)(self._ctx)
+
     @cached_property
     def embed_model(self) -> BaseEmbedding:
         """The embedding model of ``spec.semantic.embedding`` (default: Local MiniLM)."""
         semantic = self.resource.spec.semantic
         provider = semantic.embedding.provider if semantic and semantic.embedding else None
-        factory = get_factory(
-            "embeddings", provider or "Local", field="spec.semantic.embedding.provider"
+        model: BaseEmbedding = self._build(
+            "embeddings", provider or "Local", "spec.semantic.embedding.provider"
         )
-        model: BaseEmbedding = factory(self._ctx)
         return model
 
     @cached_property
@@ -92,10 +95,9 @@ class MemoryComponents:
         """The vector store of ``spec.semantic.vectorStore`` (default: embedded Chroma)."""
         semantic = self.resource.spec.semantic
         kind = semantic.vector_store.type if semantic and semantic.vector_store else None
-        factory = get_factory(
-            "vector_stores", kind or "Chroma", field="spec.semantic.vectorStore.type"
+        store: BasePydanticVectorStore = self._build(
+            "vector_stores", kind or "Chroma", "spec.semantic.vectorStore.type"
         )
-        store: BasePydanticVectorStore = factory(self._ctx)
         return store
 
     @cached_property
@@ -103,8 +105,7 @@ class MemoryComponents:
         """The chat store of ``spec.backend`` (default: SQLite in the data folder)."""
         backend = self.resource.spec.backend
         kind = (backend.type if backend is not None else None) or "SQLite"
-        factory = get_factory("chat_stores", kind, field="spec.backend.type")
-        store: BaseChatStore = factory(self._ctx)
+        store: BaseChatStore = self._build("chat_stores", kind, "spec.backend.type")
         return store
 
     @cached_property
