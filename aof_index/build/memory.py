@@ -90,6 +90,13 @@ class MemoryComponents:
         )
         return model
 
+    def embedding_identity(self) -> str:
+        """Provider and model of the embedding, as configured (no model is loaded)."""
+        semantic = self.resource.spec.semantic
+        spec = semantic.embedding if semantic is not None else None
+        provider = (spec.provider if spec else None) or "Local"
+        return f"{provider}:{(spec.model if spec else None) or 'default'}"
+
     @cached_property
     def vector_store(self) -> BasePydanticVectorStore:
         """The vector store of ``spec.semantic.vectorStore`` (default: embedded Chroma)."""

@@ -15,6 +15,8 @@ chunk ids are deterministic that is an upsert, never a duplicate.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +26,9 @@ from llama_index.core.vector_stores.types import BasePydanticVectorStore
 
 from aof_index.build.memory import MemoryComponents
 from aof_index.errors import IngestError
+from aof_index.node_parsers.base import CHUNKING_REVISION
 
-__all__ = ["IngestReport", "Progress", "ingest_documents"]
+__all__ = ["IngestReport", "Progress", "ingest_documents", "pipeline_fingerprint"]
 
 Progress = Callable[[str, int, int], None]
 """Called as ``progress(stage, done, total)``; stages are ``read``, ``chunk``, ``embed``."""
@@ -45,8 +48,24 @@ class IngestReport:
     sources: list[str] = field(default_factory=list)
 
 
-def _version(document: Document) -> str:
-    return str(document.metadata.get("version") or document.hash)
+def _version(document: Document, pipeline: str) -> str:
+    """What must match for a document to count as unchanged: its content version and the
+    pipeline that chunked and embedded it (a new chunker or model re-does every document)."""
+    return f"{document.metadata.get('version') or document.hash}@{pipeline}"
+
+
+def pipeline_fingerprint(memory: MemoryComponents) -> str:
+    """A short hash of the chunker's settings, the chunking revision and the embedding."""
+    parser = memory.node_parser()
+    settings = {
+        "chunker": type(parser).__name__,
+        "chunk_size": parser.chunk_size,
+        "chunk_overlap": parser.chunk_overlap,
+        "revision": CHUNKING_REVISION,
+        "embedding": memory.embedding_identity(),
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    return digest[:12]
 
 
 def ingest_documents(
@@ -63,12 +82,13 @@ def ingest_documents(
     """
     started = time.perf_counter()
     report = IngestReport()
+    pipeline = pipeline_fingerprint(memory)
     known = memory.ingest_state.versions()
     todo: list[Document] = []
     for document in documents:
         report.documents += 1
         previous = known.get(document.doc_id)
-        if previous == _version(document):
+        if previous == _version(document, pipeline):
             report.unchanged += 1
         else:
             todo.append(document)
@@ -82,7 +102,7 @@ def ingest_documents(
         raise IngestError("nothing to ingest: no readable document was found")
     if todo:
         nodes = _chunk(memory, todo, progress)
-        _write(memory, todo, nodes, progress, batch_size)
+        _write(memory, todo, nodes, pipeline, progress, batch_size)
         report.chunks = len(nodes)
         report.sources = [str(d.metadata.get("source", d.doc_id)) for d in todo]
     report.seconds = time.perf_counter() - started
@@ -114,6 +134,7 @@ def _write(
     memory: MemoryComponents,
     documents: Sequence[Document],
     nodes: Sequence[BaseNode],
+    pipeline: str,
     progress: Progress | None,
     batch_size: int,
 ) -> None:
@@ -142,6 +163,11 @@ def _write(
         if node.ref_doc_id is not None:
             by_doc[node.ref_doc_id].append(node.node_id)
     memory.ingest_state.record(
-        (d.doc_id, _version(d), str(d.metadata.get("source", d.doc_id)), by_doc[d.doc_id])
+        (
+            d.doc_id,
+            _version(d, pipeline),
+            str(d.metadata.get("source", d.doc_id)),
+            by_doc[d.doc_id],
+        )
         for d in documents
     )

@@ -41,7 +41,18 @@ from aof_index.node_parsers.packing import (
 )
 from aof_index.node_parsers.window import TokenWindow
 
-__all__ = ["EMBEDDED_METADATA", "ChunkerBase", "Piece", "chunk_id", "metadata_header"]
+__all__ = [
+    "CHUNKING_REVISION",
+    "EMBEDDED_METADATA",
+    "ChunkerBase",
+    "Piece",
+    "chunk_id",
+    "metadata_header",
+]
+
+CHUNKING_REVISION = 2
+"""Bump when a change makes the chunkers cut differently: ingestion then re-chunks and
+re-embeds every document instead of keeping chunks made the old way."""
 
 EMBEDDED_METADATA = ("title", "heading")
 """Metadata keys the embedder and keyword index see in front of each chunk's text."""

@@ -9,6 +9,7 @@ import pytest
 
 from aof_index import build_memory, ingest_documents
 from aof_index.errors import IngestError
+from aof_index.spec import Memory
 from aof_index_readers import LocalFilesReader
 
 
@@ -74,3 +75,19 @@ def test_empty_input_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(IngestError, match="nothing to ingest"):
         ingest_documents(memory, iter(()))
     assert not memory.data_dir.exists()
+
+
+def test_changing_the_pipeline_redoes_every_document(runbooks: Path) -> None:
+    """Chunks made by another chunker or embedding model are never kept as "unchanged"."""
+    memory = build_memory()
+    ingest_documents(memory, LocalFilesReader([runbooks]).lazy_load_data())
+    before = _chunk_ids(memory)
+    again = ingest_documents(memory, LocalFilesReader([runbooks]).lazy_load_data())
+    assert again.unchanged == 6
+
+    data = memory.resource.model_dump(by_alias=True, exclude_unset=True)
+    data["spec"]["semantic"]["embedding"]["model"] = "sentence-transformers/all-MiniLM-L6-v2"
+    other = build_memory(Memory.model_validate(data))
+    report = ingest_documents(other, LocalFilesReader([runbooks]).lazy_load_data())
+    assert (report.updated, report.unchanged) == (6, 0)  # same data folder, new pipeline
+    assert _chunk_ids(other) == before == _stored_ids(other)
