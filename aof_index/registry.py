@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from aof_index.errors import BackendUnavailableError, UnknownBackendError
 
-__all__ = ["GROUPS", "Group", "available", "get_factory"]
+__all__ = ["GROUPS", "Group", "available", "get_factory", "missing_extra"]
 
 Group = Literal["chat_stores", "vector_stores", "embeddings"]
 GROUPS: tuple[Group, ...] = ("chat_stores", "vector_stores", "embeddings")
@@ -76,6 +76,13 @@ def get_factory(group: Group, name: str, *, field: str) -> Callable[..., Any]:
             f"Install its extra, e.g. pip install 'aof-index[{_extra_hint(name)}]'."
         ) from exc
     return factory
+
+
+def missing_extra(backend: str, extra: str) -> BackendUnavailableError:
+    """The error for a backend whose SDK is not installed, naming the extra that brings it."""
+    return BackendUnavailableError(
+        f"{backend} needs the {extra} extra: pip install 'aof-index[{extra}]'"
+    )
 
 
 def _extra_hint(name: str) -> str:

@@ -14,6 +14,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from aof_index.build.context import BuildContext
 from aof_index.errors import BackendUnavailableError
+from aof_index.registry import missing_extra
 from aof_index.spec.memory import EmbeddingConfig
 
 __all__ = ["build_cohere", "build_huggingface", "build_local", "build_openai", "embedding_spec"]
@@ -63,18 +64,12 @@ def _hosted_kwargs(ctx: BuildContext, env_var: str, provider: str) -> dict[str, 
     }
 
 
-def _missing_extra(provider: str, extra: str) -> BackendUnavailableError:
-    return BackendUnavailableError(
-        f"{provider} embeddings need the {extra} extra: pip install 'aof-index[{extra}]'"
-    )
-
-
 def build_openai(ctx: BuildContext) -> BaseEmbedding:
     """OpenAI embeddings (or any OpenAI-compatible server via ``OPENAI_BASE_URL``)."""
     try:
         from llama_index.embeddings.openai import OpenAIEmbedding
     except ImportError as exc:
-        raise _missing_extra("OpenAI", "openai") from exc
+        raise missing_extra("OpenAI embeddings", "openai") from exc
     spec = embedding_spec(ctx)
     kwargs = _hosted_kwargs(ctx, "OPENAI_API_KEY", "OpenAI")
     kwargs["model"] = spec.model or "text-embedding-3-small"
@@ -90,7 +85,7 @@ def build_cohere(ctx: BuildContext) -> BaseEmbedding:
     try:
         from llama_index.embeddings.cohere import CohereEmbedding
     except ImportError as exc:
-        raise _missing_extra("Cohere", "cohere") from exc
+        raise missing_extra("Cohere embeddings", "cohere") from exc
     spec = embedding_spec(ctx)
     kwargs = _hosted_kwargs(ctx, "COHERE_API_KEY", "Cohere")
     kwargs["model_name"] = spec.model or "embed-english-v3.0"

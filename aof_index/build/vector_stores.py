@@ -16,6 +16,7 @@ from llama_index.core.vector_stores.types import BasePydanticVectorStore
 
 from aof_index.build.context import BuildContext
 from aof_index.errors import BackendUnavailableError
+from aof_index.registry import missing_extra
 from aof_index.spec.memory import VectorStoreConfig
 
 __all__ = ["build_chroma", "build_qdrant", "collection_name"]
@@ -41,9 +42,7 @@ def build_chroma(ctx: BuildContext) -> BasePydanticVectorStore:
         from chromadb.config import Settings
         from llama_index.vector_stores.chroma import ChromaVectorStore
     except ImportError as exc:
-        raise BackendUnavailableError(
-            "Chroma needs the chroma extra: pip install 'aof-index[chroma]'"
-        ) from exc
+        raise missing_extra("Chroma", "chroma") from exc
     spec = _vector_spec(ctx)
     cfg = spec.chroma if spec is not None else None
     settings = Settings(anonymized_telemetry=False)
@@ -77,9 +76,7 @@ def build_qdrant(ctx: BuildContext) -> BasePydanticVectorStore:
         from qdrant_client import QdrantClient
         from qdrant_client.http import models as rest
     except ImportError as exc:
-        raise BackendUnavailableError(
-            "Qdrant needs the qdrant extra: pip install 'aof-index[qdrant]'"
-        ) from exc
+        raise missing_extra("Qdrant", "qdrant") from exc
     spec = _vector_spec(ctx)
     cfg = spec.qdrant if spec is not None else None
     kwargs: dict[str, Any] = {}
