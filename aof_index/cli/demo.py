@@ -13,7 +13,7 @@ from aof_index.cli.common import (
     load_memory_option,
     progress_bar,
 )
-from aof_index.engine.query_engine import AOFQueryEngine
+from aof_index.engine.query_engine import AOFQueryEngine, passage_label
 from aof_index.errors import AofIndexError
 from aof_index.knowledge.ingest import ingest_documents
 from aof_index.llms import NO_LLM_HINT, llm_from_env
@@ -50,8 +50,7 @@ def demo(memory: MemoryOption = None) -> None:
         hits = engine.retrieve(question)
         lines = []
         for i, hit in enumerate(hits, 1):
-            meta = hit.node.metadata
-            where = f"{meta.get('file_name')} — {meta.get('heading') or meta.get('title')}"
+            where = passage_label(hit, short=True)
             snippet = " ".join(hit.node.get_content().split())[:160]
             lines.append(f"[{i}] [bold]{where}[/] ({float(hit.score or 0):.3f})\n    {snippet}…")
         if engine.llm is not None:

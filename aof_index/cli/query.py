@@ -20,7 +20,7 @@ from aof_index.cli.common import (
     err_console,
     load_memory_option,
 )
-from aof_index.engine.query_engine import AOFQueryEngine
+from aof_index.engine.query_engine import AOFQueryEngine, passage_label
 from aof_index.errors import AofIndexError
 from aof_index.llms import NO_LLM_HINT, llm_from_env
 
@@ -85,8 +85,7 @@ def query(
     for i, hit in enumerate(hits, 1):
         meta = hit.node.metadata
         source = str(meta.get("source") or hit.node.ref_doc_id)
-        heading = meta.get("heading") or meta.get("title") or ""
-        title = f"[{i}] {meta.get('file_name') or source}" + (f" — {heading}" if heading else "")
+        title = f"[{i}] {passage_label(hit, short=True)}"
         body = hit.node.get_content().strip()
         excerpt = body[:700] + ("…" if len(body) > 700 else "")
         console.print(

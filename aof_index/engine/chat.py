@@ -14,7 +14,7 @@ from llama_index.core.llms import LLM, ChatMessage, MessageRole
 from llama_index.core.schema import NodeWithScore
 from llama_index.core.storage.chat_store.base import BaseChatStore
 
-from aof_index.engine.query_engine import _llm_error, format_passages
+from aof_index.engine.query_engine import format_passages, llm_error, passage_label
 
 __all__ = ["ChatSession", "ChatTurn"]
 
@@ -82,7 +82,7 @@ class ChatSession:
             try:
                 reply = self.llm.chat([system, *past, user]).message.content or ""
             except Exception as exc:
-                raise _llm_error(self.llm, exc) from exc
+                raise llm_error(self.llm, exc) from exc
             answered = True
         self.chat_store.add_message(
             self.key, ChatMessage(role=MessageRole.ASSISTANT, content=reply)
@@ -95,9 +95,6 @@ def _passages_reply(passages: list[NodeWithScore]) -> str:
         return "I found nothing relevant in memory."
     lines = ["Relevant passages (no LLM configured):"]
     for i, hit in enumerate(passages, 1):
-        meta = hit.node.metadata
-        where = meta.get("source", hit.node.ref_doc_id)
-        heading = meta.get("heading") or meta.get("title") or ""
         snippet = " ".join(hit.node.get_content().split())[:200]
-        lines.append(f"[{i}] {where}{' — ' + heading if heading else ''}: {snippet}")
+        lines.append(f"[{i}] {passage_label(hit)}: {snippet}")
     return "\n".join(lines)

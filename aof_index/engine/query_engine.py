@@ -28,7 +28,7 @@ from aof_index.build.memory import MemoryComponents, build_memory
 from aof_index.errors import LLMError
 from aof_index.llms import NO_LLM_HINT, llm_from_env
 
-__all__ = ["ANSWER_PROMPT", "AOFQueryEngine", "format_passages"]
+__all__ = ["ANSWER_PROMPT", "AOFQueryEngine", "format_passages", "llm_error", "passage_label"]
 
 ANSWER_PROMPT = PromptTemplate(
     "You are assisting an SRE. Answer the question using only the numbered passages below.\n"
@@ -36,6 +36,15 @@ ANSWER_PROMPT = PromptTemplate(
     "passages do not contain the answer, say so.\n\n"
     "{passages}\n\nQuestion: {question}\nAnswer:"
 )
+
+
+def passage_label(hit: NodeWithScore, *, short: bool = False) -> str:
+    """``source — heading`` of a retrieved passage (``short``: file name, not full path)."""
+    meta = hit.node.metadata
+    source = str(meta.get("source") or hit.node.ref_doc_id or hit.node.node_id)
+    where = str(meta.get("file_name") or source) if short else source
+    heading = meta.get("heading") or meta.get("title") or ""
+    return f"{where} — {heading}" if heading else where
 
 
 def format_passages(nodes: list[NodeWithScore]) -> str:
@@ -110,7 +119,7 @@ class AOFQueryEngine(BaseQueryEngine):
         try:
             return self.llm.complete(prompt).text.strip()
         except Exception as exc:
-            raise _llm_error(self.llm, exc) from exc
+            raise llm_error(self.llm, exc) from exc
 
     async def aanswer(self, question: str, nodes: list[NodeWithScore]) -> str:
         """Async :meth:`answer`."""
@@ -120,7 +129,7 @@ class AOFQueryEngine(BaseQueryEngine):
         try:
             return (await self.llm.acomplete(prompt)).text.strip()
         except Exception as exc:
-            raise _llm_error(self.llm, exc) from exc
+            raise llm_error(self.llm, exc) from exc
 
     def _response(self, question: str, nodes: list[NodeWithScore], text: str | None) -> Response:
         return Response(
@@ -140,7 +149,8 @@ class AOFQueryEngine(BaseQueryEngine):
         return self._response(query_bundle.query_str, nodes, text)
 
 
-def _llm_error(llm: LLM, exc: Exception) -> LLMError:
+def llm_error(llm: LLM, exc: Exception) -> LLMError:
+    """The one-paragraph error for an LLM call that failed or timed out."""
     meta = getattr(llm, "api_base", None) or type(llm).__name__
     return LLMError(
         f"The LLM at {meta} failed ({type(exc).__name__}: {exc}). The passages were retrieved; "

@@ -26,7 +26,7 @@ from llama_index.core.vector_stores.types import BasePydanticVectorStore
 
 from aof_index.build.memory import MemoryComponents
 from aof_index.errors import IngestError
-from aof_index.node_parsers.base import CHUNKING_REVISION
+from aof_index.node_parsers.base import CHUNKING_REVISION, ChunkerBase
 
 __all__ = ["IngestReport", "Progress", "ingest_documents", "pipeline_fingerprint"]
 
@@ -54,9 +54,8 @@ def _version(document: Document, pipeline: str) -> str:
     return f"{document.metadata.get('version') or document.hash}@{pipeline}"
 
 
-def pipeline_fingerprint(memory: MemoryComponents) -> str:
-    """A short hash of the chunker's settings, the chunking revision and the embedding."""
-    parser = memory.node_parser()
+def pipeline_fingerprint(memory: MemoryComponents, parser: ChunkerBase) -> str:
+    """A short hash of ``parser``'s settings, the chunking revision and the embedding."""
     settings = {
         "chunker": type(parser).__name__,
         "chunk_size": parser.chunk_size,
@@ -82,7 +81,8 @@ def ingest_documents(
     """
     started = time.perf_counter()
     report = IngestReport()
-    pipeline = pipeline_fingerprint(memory)
+    parser = memory.node_parser()
+    pipeline = pipeline_fingerprint(memory, parser)
     known = memory.ingest_state.versions()
     todo: list[Document] = []
     for document in documents:
@@ -101,7 +101,7 @@ def ingest_documents(
     if report.documents == 0:
         raise IngestError("nothing to ingest: no readable document was found")
     if todo:
-        nodes = _chunk(memory, todo, progress)
+        nodes = _chunk(parser, todo, progress)
         _write(memory, todo, nodes, pipeline, progress, batch_size)
         report.chunks = len(nodes)
         report.sources = [str(d.metadata.get("source", d.doc_id)) for d in todo]
@@ -110,9 +110,8 @@ def ingest_documents(
 
 
 def _chunk(
-    memory: MemoryComponents, documents: Sequence[Document], progress: Progress | None
+    parser: ChunkerBase, documents: Sequence[Document], progress: Progress | None
 ) -> list[BaseNode]:
-    parser = memory.node_parser()
     nodes: list[BaseNode] = []
     for i, document in enumerate(documents, 1):
         nodes.extend(parser.get_nodes_from_documents([document]))
