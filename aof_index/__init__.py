@@ -35,6 +35,7 @@ from aof_index.errors import (
 )
 from aof_index.eval.beir import EvalResult, evaluate, load_beir
 from aof_index.knowledge.ingest import IngestReport, ingest_documents
+from aof_index.knowledge.pipeline import KnowledgeBasePipeline, build_knowledge_base
 from aof_index.llms import llm_from_env
 from aof_index.spec import KnowledgeBase, Memory, load_memory, load_resources
 
@@ -50,6 +51,7 @@ __all__ = [
     "IngestError",
     "IngestReport",
     "KnowledgeBase",
+    "KnowledgeBasePipeline",
     "LLMError",
     "ManifestError",
     "ManifestIssue",
@@ -59,6 +61,7 @@ __all__ = [
     "Strategy",
     "UnknownBackendError",
     "__version__",
+    "build_knowledge_base",
     "build_memory",
     "evaluate",
     "filters_from_mapping",

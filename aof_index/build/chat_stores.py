@@ -10,7 +10,7 @@ from llama_index.core.storage.chat_store.base import BaseChatStore
 
 from aof_index.build.context import BuildContext
 
-__all__ = ["build_in_memory", "build_sqlite"]
+__all__ = ["build_in_memory", "build_postgresql", "build_redis", "build_sqlite"]
 
 
 def build_sqlite(ctx: BuildContext) -> BaseChatStore:
@@ -30,3 +30,65 @@ def build_in_memory(ctx: BuildContext) -> BaseChatStore:
     from aof_index.memory.in_memory import InMemoryChatStore
 
     return InMemoryChatStore()
+
+
+def build_postgresql(ctx: BuildContext) -> BaseChatStore:
+    """PostgreSQL: ``backend.postgresql`` (host, port, database, user, passwordSecretRef,
+    sslMode, maxConnections, schema), in a table of this Memory's own.
+
+    The table is ``aof_chat_<namespace>_<name>`` (``-`` and ``.`` become ``_``; a name too
+    long for PostgreSQL is cut and ends in a hash), so Memories sharing a schema keep their
+    conversations apart.  The password is resolved from ``passwordSecretRef`` now.
+    """
+    import hashlib
+    import re
+
+    from aof_index.memory.postgres import PostgresChatStore
+    from aof_index.spec.memory import PostgreSQLBackend
+
+    backend = ctx.spec.backend
+    cfg = (backend.postgresql if backend is not None else None) or PostgreSQLBackend()
+    meta = ctx.memory.metadata
+    table = re.sub(r"[^a-z0-9_]", "_", f"aof_chat_{meta.namespace}_{meta.name}".lower())
+    if len(table) > 63:  # PostgreSQL's identifier limit
+        table = f"{table[:54]}_{hashlib.sha256(table.encode()).hexdigest()[:8]}"
+    secret = cfg.password_secret_ref
+    return PostgresChatStore(
+        host=cfg.host or "localhost",
+        port=cfg.port,
+        database=cfg.database or "postgres",
+        user=cfg.user,
+        password=secret.resolve() if secret is not None else None,
+        sslmode=cfg.ssl_mode,
+        db_schema=cfg.db_schema,
+        table=table,
+        max_connections=cfg.max_connections,
+    )
+
+
+def build_redis(ctx: BuildContext) -> BaseChatStore:
+    """Redis: ``backend.redis`` (url, secretRef, db, poolSize, ttl, tls) under a per-Memory prefix.
+
+    The TTL is ``backend.redis.ttl``, else ``conversational.ttl`` (default 7d); ``0s`` keeps
+    conversations forever.  ``db`` wins over a database number in the URL only when the
+    manifest sets it.  The password is resolved from ``secretRef`` now, at build time.
+    """
+    from aof_index.memory.redis import DEFAULT_URL, RedisChatStore
+    from aof_index.spec.memory import ConversationalMemory, RedisBackend
+
+    backend = ctx.spec.backend
+    cfg = (backend.redis if backend is not None else None) or RedisBackend()
+    conversational = ctx.spec.conversational or ConversationalMemory()
+    ttl = cfg.ttl if cfg.ttl is not None else conversational.ttl
+    seconds = ttl.timedelta.total_seconds()
+    meta = ctx.memory.metadata
+    return RedisChatStore(
+        url=cfg.url or DEFAULT_URL,
+        password=cfg.secret_ref.resolve() if cfg.secret_ref is not None else None,
+        db=cfg.db if "db" in cfg.model_fields_set else None,
+        pool_size=cfg.pool_size,
+        ttl=seconds if seconds > 0 else None,
+        tls=bool(cfg.tls and cfg.tls.enabled),
+        tls_insecure_skip_verify=bool(cfg.tls and cfg.tls.insecure_skip_verify),
+        prefix=f"aof:{meta.namespace}:{meta.name}:chat:",
+    )

@@ -11,7 +11,15 @@ from llama_index.core.schema import MetadataMode, TextNode
 from rich.table import Table
 from rich.text import Text
 
-from aof_index.cli.common import MemoryOption, console, err_console, fail, load_memory_option
+from aof_index.cli.common import (
+    KnowledgeBaseOption,
+    MemoryOption,
+    console,
+    err_console,
+    fail,
+    load_knowledge_base_option,
+    load_memory_option,
+)
 from aof_index.errors import AofIndexError
 from aof_index.node_parsers.factory import CHUNKING_STRATEGIES, DEFAULT_STRATEGY, build_chunker
 from aof_index.node_parsers.window import TokenWindow
@@ -24,13 +32,14 @@ _PREVIEW = 60
 def chunk(
     files: Annotated[list[Path], typer.Argument(help="Files, folders or glob patterns.")],
     strategy: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--strategy",
             "-s",
-            help=f"Chunking strategy: {', '.join(CHUNKING_STRATEGIES)}.",
+            help=f"Chunking strategy: {', '.join(CHUNKING_STRATEGIES)} (default: the "
+            f"--knowledge-base's, else {DEFAULT_STRATEGY}).",
         ),
-    ] = DEFAULT_STRATEGY,
+    ] = None,
     chunk_size: Annotated[
         int | None,
         typer.Option(
@@ -38,12 +47,18 @@ def chunk(
         ),
     ] = None,
     memory: MemoryOption = None,
+    knowledge_base: KnowledgeBaseOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the chunks as JSON.")] = False,
 ) -> None:
-    """Chunk files with the Memory's embedding window and show every chunk (nothing is stored)."""
+    """Chunk files with the Memory's embedding window and show every chunk (nothing is stored).
+
+    With ``--knowledge-base`` the manifest's chunking section (sizes, separators, markdown
+    and semantic settings) and its Memory's embedding model apply; ``--strategy`` and
+    ``--chunk-size`` still override them.
+    """
     from aof_index_readers import LocalFilesReader
 
-    if strategy not in CHUNKING_STRATEGIES:
+    if strategy is not None and strategy not in CHUNKING_STRATEGIES:
         raise fail(
             f"unknown strategy {strategy!r}; use one of {', '.join(CHUNKING_STRATEGIES)}", code=2
         )
@@ -54,11 +69,16 @@ def chunk(
         raise fail(str(exc)) from exc
     for skip in reader.skipped:
         err_console.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", highlight=False)
-    mem = load_memory_option(memory)
+    if knowledge_base is not None:
+        kb = load_knowledge_base_option(knowledge_base, memory)
+        mem, chunking = kb.memory, kb.resource.spec.chunking
+    else:
+        mem, chunking = load_memory_option(memory), None
+    chosen = strategy or (chunking.strategy if chunking is not None else DEFAULT_STRATEGY)
     try:
         window = mem.window
-        embed_model = mem.embed_model if strategy == "semantic" else None
-        chunker = build_chunker(None, window, embed_model, strategy, chunk_size=chunk_size)
+        embed_model = mem.embed_model if chosen == "semantic" else None
+        chunker = build_chunker(chunking, window, embed_model, chosen, chunk_size=chunk_size)
         nodes = [n for n in chunker.get_nodes_from_documents(documents) if isinstance(n, TextNode)]
     except AofIndexError as exc:
         raise fail(str(exc)) from exc

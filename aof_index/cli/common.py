@@ -23,8 +23,18 @@ from rich.progress import (
 from aof_index.build.memory import MemoryComponents, build_memory
 from aof_index.errors import AofIndexError
 from aof_index.knowledge.ingest import Progress as ProgressCallback
+from aof_index.knowledge.pipeline import KnowledgeBasePipeline, build_knowledge_base
 
-__all__ = ["MemoryOption", "console", "err_console", "fail", "load_memory_option", "progress_bar"]
+__all__ = [
+    "KnowledgeBaseOption",
+    "MemoryOption",
+    "console",
+    "err_console",
+    "fail",
+    "load_knowledge_base_option",
+    "load_memory_option",
+    "progress_bar",
+]
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -38,8 +48,22 @@ MemoryOption = Annotated[
         envvar="AOF_INDEX_MEMORY",
     ),
 ]
+KnowledgeBaseOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--knowledge-base",
+        "-k",
+        help="KnowledgeBase manifest whose chunking and processing to use; its memoryRef "
+        "picks the Memory (one in the same file or directory, else the embedded default).",
+    ),
+]
 MemoryNameOption = Annotated[
-    str | None, typer.Option("--name", help="Which Memory, when the manifest holds several.")
+    str | None,
+    typer.Option(
+        "--name",
+        help="Which Memory (with --knowledge-base: which KnowledgeBase) when the manifest "
+        "holds several.",
+    ),
 ]
 
 
@@ -53,6 +77,18 @@ def load_memory_option(path: Path | None, name: str | None = None) -> MemoryComp
     """Build the Memory named on the command line, turning errors into a clean exit."""
     try:
         return build_memory(path, name=name)
+    except AofIndexError as exc:
+        raise fail(str(exc)) from exc
+
+
+def load_knowledge_base_option(
+    path: Path, memory: Path | None, name: str | None = None
+) -> KnowledgeBasePipeline:
+    """Build the KnowledgeBase named on the command line (``--memory`` overrides its
+    ``memoryRef``), turning errors into a clean exit."""
+    try:
+        target = build_memory(memory) if memory is not None else None
+        return build_knowledge_base(path, name=name, memory=target)
     except AofIndexError as exc:
         raise fail(str(exc)) from exc
 

@@ -78,3 +78,47 @@ def beir(
             f"{r.seconds:.1f}",
         )
     console.print(table)
+
+
+@eval_app.command("locomo")
+def locomo(
+    file: Annotated[Path, typer.Argument(help="LoCoMo data file (locomo10.json).")],
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Evaluate only the first N conversations."),
+    ] = None,
+    memory: MemoryOption = None,
+    name: MemoryNameOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Score conversation recall: recall@5/10/20 of the evidence turns, with baselines."""
+    import logging
+
+    from aof_index.eval.locomo import CATEGORIES, KS, evaluate_locomo, load_locomo
+
+    # bm25s sets its logger to DEBUG when first imported, after the CLI set the levels.
+    logging.getLogger("bm25s").setLevel(logging.getLogger().getEffectiveLevel())
+    mem = load_memory_option(memory, name)
+    try:
+        dataset = load_locomo(file).limited(limit)
+        with progress_bar(enabled=not as_json) as progress:
+            result = evaluate_locomo(mem, dataset, progress=progress)
+    except AofIndexError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        console.print_json(json.dumps(result.as_json()))
+        return
+    table = Table(
+        title=f"LoCoMo ({len(dataset.turns)} conversations, {result.method.count()} questions)"
+    )
+    columns = [f"R@{k}" for k in KS] + [f"R@10 cat {c}" for c in CATEGORIES]
+    for column in ("method", *columns, "seconds"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for scores in (result.method, *result.baselines.values()):
+        table.add_row(
+            scores.name,
+            *(f"{scores.recall(k):.4f}" for k in KS),
+            *(f"{scores.recall(10, c):.4f}" for c in CATEGORIES),
+            "shared" if scores.seconds is None else f"{scores.seconds:.1f}",
+        )
+    console.print(table)

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from aof_index.cli.common import (
+    KnowledgeBaseOption,
     MemoryNameOption,
     MemoryOption,
     console,
     err_console,
     fail,
+    load_knowledge_base_option,
     load_memory_option,
     progress_bar,
 )
 from aof_index.errors import AofIndexError
-from aof_index.knowledge.ingest import ingest_documents
+from aof_index.knowledge.ingest import IngestReport, ingest_documents
 
 __all__ = ["ingest"]
 
@@ -30,16 +34,27 @@ def ingest(
     ] = None,
     memory: MemoryOption = None,
     name: MemoryNameOption = None,
+    knowledge_base: KnowledgeBaseOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Ingest local files (Markdown, text, code, HTML, PDF); unchanged files are skipped."""
+    """Ingest local files (Markdown, text, code, HTML, PDF); unchanged files are skipped.
+
+    Chunks with the ``auto`` strategy, or with the chunking and processing of the
+    ``--knowledge-base`` manifest (changing them re-processes every file on the next run).
+    """
     from aof_index_readers import LocalFilesReader
 
-    mem = load_memory_option(memory, name)
+    run: Callable[..., IngestReport]
+    if knowledge_base is not None:
+        kb = load_knowledge_base_option(knowledge_base, memory, name)
+        mem, run = kb.memory, kb.ingest
+    else:
+        mem = load_memory_option(memory, name)
+        run = partial(ingest_documents, mem)
     reader = LocalFilesReader(paths, exclude=exclude or ())
     try:
         with progress_bar(enabled=not as_json) as progress:
-            report = ingest_documents(mem, reader.lazy_load_data(), progress=progress)
+            report = run(reader.lazy_load_data(), progress=progress)
     except FileNotFoundError as exc:
         raise fail(str(exc)) from exc
     except AofIndexError as exc:

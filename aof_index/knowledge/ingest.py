@@ -21,12 +21,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from llama_index.core.schema import BaseNode, Document, MetadataMode
+from llama_index.core.schema import BaseNode, Document, MetadataMode, TransformComponent
 from llama_index.core.vector_stores.types import BasePydanticVectorStore
 
 from aof_index.build.memory import MemoryComponents
 from aof_index.errors import IngestError
-from aof_index.node_parsers.base import CHUNKING_REVISION, ChunkerBase
+from aof_index.node_parsers.base import CHUNKING_REVISION, ChunkerBase, plain_settings
 
 __all__ = ["IngestReport", "Progress", "ingest_documents", "pipeline_fingerprint"]
 
@@ -54,12 +54,16 @@ def _version(document: Document, pipeline: str) -> str:
     return f"{document.metadata.get('version') or document.hash}@{pipeline}"
 
 
-def pipeline_fingerprint(memory: MemoryComponents, parser: ChunkerBase) -> str:
-    """A short hash of ``parser``'s settings, the chunking revision and the embedding."""
+def pipeline_fingerprint(
+    memory: MemoryComponents,
+    parser: ChunkerBase,
+    transforms: Sequence[TransformComponent] = (),
+) -> str:
+    """A short hash of what turns a document into vectors: the processing steps' and the
+    chunker's settings, the chunking revision and the embedding."""
     settings = {
-        "chunker": type(parser).__name__,
-        "chunk_size": parser.chunk_size,
-        "chunk_overlap": parser.chunk_overlap,
+        "transforms": [{type(t).__name__: plain_settings(t)} for t in transforms],
+        "chunker": parser.settings(),
         "revision": CHUNKING_REVISION,
         "embedding": memory.embedding_identity(),
     }
@@ -71,18 +75,33 @@ def ingest_documents(
     memory: MemoryComponents,
     documents: Iterable[Document],
     *,
+    chunker: ChunkerBase | None = None,
+    transforms: Sequence[TransformComponent] = (),
     progress: Progress | None = None,
     batch_size: int = 256,
 ) -> IngestReport:
     """Ingest ``documents`` into ``memory``; unchanged documents are skipped.
+
+    Args:
+        memory: where chunks, vectors and the ingest state go.
+        documents: the documents; ``metadata["version"]`` (else the content hash) says
+            whether one changed since the last run.
+        chunker: the node parser (default: ``memory.node_parser()``, the ``auto`` strategy).
+        transforms: document steps run before chunking (``build_processing``); a document
+            they drop (a duplicate) keeps no chunks and counts as ingested.
+        progress: ``progress(stage, done, total)`` callback.
+        batch_size: chunks embedded and written per batch.
+
+    Changing ``chunker`` or ``transforms`` settings, or the embedding model, changes the
+    pipeline fingerprint, so every document is processed again on the next run.
 
     Raises:
         IngestError: when no document was given; the stores are left as they were.
     """
     started = time.perf_counter()
     report = IngestReport()
-    parser = memory.node_parser()
-    pipeline = pipeline_fingerprint(memory, parser)
+    parser = chunker or memory.node_parser()
+    pipeline = pipeline_fingerprint(memory, parser, transforms)
     known = memory.ingest_state.versions()
     todo: list[Document] = []
     for document in documents:
@@ -101,7 +120,10 @@ def ingest_documents(
     if report.documents == 0:
         raise IngestError("nothing to ingest: no readable document was found")
     if todo:
-        nodes = _chunk(parser, todo, progress)
+        kept: Sequence[BaseNode] = todo
+        for transform in transforms:
+            kept = transform(list(kept))
+        nodes = _chunk(parser, [d for d in kept if isinstance(d, Document)], progress)
         _write(memory, todo, nodes, pipeline, progress, batch_size)
         report.chunks = len(nodes)
         report.sources = [str(d.metadata.get("source", d.doc_id)) for d in todo]

@@ -18,9 +18,11 @@ number of threads, tasks and processes are serialised by SQLite's own lock (wait
 connection (guarded by a thread lock) serves the sync methods and one aiosqlite connection
 (guarded by an asyncio lock) serves the async ones.
 
-The SQL and the logic of every operation are written once, as generators that yield
-statements and receive rows (``_op_*`` below); a sync driver runs them on sqlite3 and an
-async driver on aiosqlite, so the two paths cannot drift apart.
+The SQL and the logic of every operation are written once, in
+:mod:`aof_index.memory.sql_ops` (shared with the PostgreSQL store), as generators that yield
+statements and receive rows; a sync driver here runs them on sqlite3 and an async driver on
+aiosqlite, so the two paths cannot drift apart.  What is SQLite's own is :data:`_DIALECT`,
+the connections, ``PRAGMA`` settings and the retries.
 """
 
 from __future__ import annotations
@@ -30,45 +32,46 @@ __all__ = ["POSITION_GAP", "SCHEMA_VERSION", "JournalMode", "SQLiteChatStore"]
 import asyncio
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Generator, Iterable, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 import aiosqlite
 from llama_index.core.bridge.pydantic import (
-    BaseModel,
     Field,
     PrivateAttr,
     field_validator,
     model_validator,
 )
-from llama_index.core.llms import ChatMessage
-from llama_index.core.storage.chat_store.base import BaseChatStore
 
 from aof_index.errors import BackendUnavailableError
+from aof_index.memory.sql_ops import (
+    POSITION_GAP,
+    Dialect,
+    Op,
+    Sql,
+    SqlChatStore,
+    Stmt,
+    arun_op,
+    op_schema,
+    run_op,
+    sql_for,
+)
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 """Schema version written to ``PRAGMA user_version``; bump it and add a migration below."""
 
-POSITION_GAP = 1 << 20
-"""Distance between the positions of consecutive appended messages."""
-
 JournalMode = Literal["DELETE", "TRUNCATE", "PERSIST", "MEMORY", "WAL", "OFF"]
 """SQLite journal modes accepted by ``spec.backend.sqlite.journalMode``."""
 
 _JOURNAL_MODES: tuple[str, ...] = ("DELETE", "TRUNCATE", "PERSIST", "MEMORY", "WAL", "OFF")
-_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _SQLITE_LOCKED = 6  # primary result code; shared-cache in-memory databases return it at once
 _MAX_RETRY_DELAY_S = 0.05
 
@@ -78,200 +81,29 @@ _MAX_RETRY_DELAY_S = 0.05
 # when a file may hold several chat tables, a migration has to be safe to run on a table
 # that is already up to date (or find every chat table in sqlite_master itself).
 _MIGRATIONS: dict[int, tuple[str, ...]] = {}
-_TABLE_EXISTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+
+_DIALECT = Dialect(
+    placeholder="?",
+    table='"{table}"',
+    id_column="id INTEGER PRIMARY KEY",
+    integer="INTEGER",
+    real="REAL",
+    key_collation="",  # SQLite compares TEXT by its bytes: code-point order
+    key_lock=None,  # BEGIN IMMEDIATE already serialises every writer of the file
+    schema_lock=None,  # likewise
+    ensure=(),
+    table_exists="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{table}'",
+    read_version="PRAGMA user_version",
+    write_version="PRAGMA user_version = {{version}}",
+)
 
 T = TypeVar("T")
 
 
-# --------------------------------------------------------------------------------------------
-# SQL and row <-> message conversion, shared by the sync and async paths.
-
-
-@dataclass(frozen=True)
-class _Stmt:
-    """One statement an operation asks its driver to run; the driver sends back the rows."""
-
-    sql: str
-    params: Sequence[Any] | Iterable[Sequence[Any]] = ()
-    many: bool = False
-
-
-_Op = Generator[_Stmt, list[Any], T]
-"""An operation: yields statements, receives each one's rows, returns its result."""
-
-
-@dataclass(frozen=True)
-class _Sql:
-    """The statements of one table."""
-
-    create: str
-    select_messages: str
-    select_rows: str
-    select_positions: str
-    select_at: str
-    select_last: str
-    count: str
-    insert: str
-    append: str
-    delete_key: str
-    delete_at: str
-    keys: str
-
-
-@lru_cache(maxsize=64)
-def _sql_for(table: str) -> _Sql:
-    t = f'"{table}"'
-    return _Sql(
-        create=(
-            f"CREATE TABLE IF NOT EXISTS {t} ("
-            " id INTEGER PRIMARY KEY,"
-            " key TEXT NOT NULL,"
-            " position INTEGER NOT NULL,"
-            " message TEXT NOT NULL,"
-            " created_at REAL NOT NULL,"
-            " UNIQUE (key, position))"
-        ),
-        select_messages=f"SELECT message FROM {t} WHERE key = ? ORDER BY position",
-        select_rows=f"SELECT message, created_at FROM {t} WHERE key = ? ORDER BY position",
-        select_positions=f"SELECT position FROM {t} WHERE key = ? ORDER BY position",
-        select_at=(
-            f"SELECT position, message FROM {t} WHERE key = ? ORDER BY position LIMIT 1 OFFSET ?"
-        ),
-        select_last=(
-            f"SELECT position, message FROM {t} WHERE key = ? ORDER BY position DESC LIMIT 1"
-        ),
-        count=f"SELECT COUNT(*) FROM {t} WHERE key = ?",
-        insert=f"INSERT INTO {t} (key, position, message, created_at) VALUES (?, ?, ?, ?)",
-        append=(
-            f"INSERT INTO {t} (key, position, message, created_at)"
-            f" SELECT ?, COALESCE(MAX(position), {-POSITION_GAP}) + {POSITION_GAP}, ?, ?"
-            f" FROM {t} WHERE key = ?"
-        ),
-        delete_key=f"DELETE FROM {t} WHERE key = ?",
-        delete_at=f"DELETE FROM {t} WHERE key = ? AND position = ?",
-        keys=f"SELECT DISTINCT key FROM {t} ORDER BY key",
-    )
-
-
-def _dump(message: ChatMessage) -> str:
-    return message.model_dump_json()
-
-
-def _load(text: str) -> ChatMessage:
-    return ChatMessage.model_validate_json(text)
-
-
-def _insert_index(idx: int, n: int) -> int:
-    """Where ``list.insert(idx, x)`` puts ``x`` in a list of length ``n``."""
-    if idx < 0:
-        idx = max(0, idx + n)
-    return min(idx, n)
-
-
-def _insert_position(positions: Sequence[int], k: int) -> int | None:
-    """Position for a message placed before ``positions[k]``; ``None`` when there is no gap."""
-    if not positions:
-        return 0
-    if k >= len(positions):
-        return positions[-1] + POSITION_GAP
-    if k == 0:
-        return positions[0] - POSITION_GAP
-    low, high = positions[k - 1], positions[k]
-    return (low + high) // 2 if high - low > 1 else None
-
-
-# --------------------------------------------------------------------------------------------
-# Operations: written once, run by either driver.
-
-
-def _op_configure(journal_mode: str, busy_timeout_ms: int) -> _Op[str]:
-    yield _Stmt(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    rows = yield _Stmt(f"PRAGMA journal_mode = {journal_mode}")
+def _op_configure(journal_mode: str, busy_timeout_ms: int) -> Op[str]:
+    yield Stmt(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    rows = yield Stmt(f"PRAGMA journal_mode = {journal_mode}")
     return str(rows[0][0]).upper()
-
-
-def _op_schema(table: str) -> _Op[int]:
-    """Create or migrate the table; returns the version found (newer ones are left alone)."""
-    rows = yield _Stmt("PRAGMA user_version")
-    found = int(rows[0][0])
-    if found > SCHEMA_VERSION:
-        return found
-    if (yield _Stmt(_TABLE_EXISTS, (table,))):
-        for version in range(found + 1, SCHEMA_VERSION + 1):
-            for statement in _MIGRATIONS.get(version, ()):
-                yield _Stmt(statement.format(table=f'"{table}"'))
-    else:
-        yield _Stmt(_sql_for(table).create)
-    if found < SCHEMA_VERSION:
-        yield _Stmt(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    return found
-
-
-def _op_get(sql: _Sql, key: str) -> _Op[list[ChatMessage]]:
-    rows = yield _Stmt(sql.select_messages, (key,))
-    return [_load(row[0]) for row in rows]
-
-
-def _op_set(sql: _Sql, key: str, messages: Sequence[ChatMessage]) -> _Op[None]:
-    now = time.time()
-    data = [(key, i * POSITION_GAP, _dump(m), now) for i, m in enumerate(messages)]
-    yield _Stmt(sql.delete_key, (key,))
-    if data:
-        yield _Stmt(sql.insert, data, many=True)
-
-
-def _op_add(sql: _Sql, key: str, message: ChatMessage, idx: int | None) -> _Op[None]:
-    text, now = _dump(message), time.time()
-    if idx is None:
-        yield _Stmt(sql.append, (key, text, now, key))
-        return
-    positions = [row[0] for row in (yield _Stmt(sql.select_positions, (key,)))]
-    k = _insert_index(idx, len(positions))
-    position = _insert_position(positions, k)
-    if position is not None:
-        yield _Stmt(sql.insert, (key, position, text, now))
-        return
-    # No room between the neighbours: renumber the key with the new message in place.
-    rows: list[Any] = list((yield _Stmt(sql.select_rows, (key,))))
-    rows.insert(k, (text, now))
-    yield _Stmt(sql.delete_key, (key,))
-    renumbered = [(key, i * POSITION_GAP, m, c) for i, (m, c) in enumerate(rows)]
-    yield _Stmt(sql.insert, renumbered, many=True)
-
-
-def _op_pop(sql: _Sql, key: str, rows: list[Any]) -> _Op[ChatMessage | None]:
-    if not rows:
-        return None
-    position, text = rows[0]
-    yield _Stmt(sql.delete_at, (key, position))
-    return _load(text)
-
-
-def _op_delete_at(sql: _Sql, key: str, idx: int) -> _Op[ChatMessage | None]:
-    if idx < 0:
-        idx += (yield _Stmt(sql.count, (key,)))[0][0]
-        if idx < 0:
-            return None
-    rows = yield _Stmt(sql.select_at, (key, idx))
-    return (yield from _op_pop(sql, key, rows))
-
-
-def _op_delete_last(sql: _Sql, key: str) -> _Op[ChatMessage | None]:
-    rows = yield _Stmt(sql.select_last, (key,))
-    return (yield from _op_pop(sql, key, rows))
-
-
-def _op_delete_key(sql: _Sql, key: str) -> _Op[list[ChatMessage] | None]:
-    rows = yield _Stmt(sql.select_messages, (key,))
-    if not rows:
-        return None
-    yield _Stmt(sql.delete_key, (key,))
-    return [_load(row[0]) for row in rows]
-
-
-def _op_keys(sql: _Sql) -> _Op[list[str]]:
-    rows = yield _Stmt(sql.keys)
-    return [str(row[0]) for row in rows]
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,8 +134,8 @@ class _Backoff:
         return delay
 
 
-def _drive(conn: sqlite3.Connection, op: _Op[T], begin: str | None) -> T:
-    def execute(stmt: _Stmt) -> list[Any]:
+def _drive(conn: sqlite3.Connection, op: Op[T], begin: str | None) -> T:
+    def execute(stmt: Stmt) -> list[Any]:
         if stmt.many:
             conn.executemany(stmt.sql, stmt.params)  # type: ignore[arg-type]
             return []
@@ -312,12 +144,7 @@ def _drive(conn: sqlite3.Connection, op: _Op[T], begin: str | None) -> T:
     if begin:
         conn.execute(f"BEGIN {begin}")
     try:
-        try:
-            stmt = next(op)
-            while True:
-                stmt = op.send(execute(stmt))
-        except StopIteration as stop:
-            result: T = stop.value
+        result = run_op(op, execute)
         if begin:
             conn.execute("COMMIT")
         return result
@@ -327,8 +154,8 @@ def _drive(conn: sqlite3.Connection, op: _Op[T], begin: str | None) -> T:
         raise
 
 
-async def _adrive(conn: aiosqlite.Connection, op: _Op[T], begin: str | None) -> T:
-    async def execute(stmt: _Stmt) -> list[Any]:
+async def _adrive(conn: aiosqlite.Connection, op: Op[T], begin: str | None) -> T:
+    async def execute(stmt: Stmt) -> list[Any]:
         if stmt.many:
             await conn.executemany(stmt.sql, stmt.params)  # type: ignore[arg-type]
             return []
@@ -337,12 +164,7 @@ async def _adrive(conn: aiosqlite.Connection, op: _Op[T], begin: str | None) -> 
     if begin:
         await conn.execute(f"BEGIN {begin}")
     try:
-        try:
-            stmt = next(op)
-            while True:
-                stmt = op.send(await execute(stmt))
-        except StopIteration as stop:
-            result: T = stop.value
+        result = await arun_op(op, execute)
         if begin:
             await conn.execute("COMMIT")
         return result
@@ -362,7 +184,7 @@ def _retrieve_outcome(task: asyncio.Task[Any]) -> None:
 # The store.
 
 
-class SQLiteChatStore(BaseChatStore):
+class SQLiteChatStore(SqlChatStore):
     """Chat history in SQLite: a file on disk, or an in-memory database.
 
     Implements the whole ``BaseChatStore`` contract, sync and async.  Indices follow Python
@@ -377,7 +199,8 @@ class SQLiteChatStore(BaseChatStore):
 
     Sync and async methods may be mixed freely; the async methods use one event loop at a
     time (consecutive loops, such as repeated ``asyncio.run``, are fine).  ``close()`` or
-    ``aclose()`` releases the connections, and ends an in-memory database.
+    ``aclose()`` releases the connections, and ends an in-memory database.  A pickled copy
+    reopens the file lazily (an in-memory database is not shared with the copy).
 
     Example::
 
@@ -420,15 +243,6 @@ class SQLiteChatStore(BaseChatStore):
     def _upper_journal_mode(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("table")
-    @classmethod
-    def _check_table(cls, value: str) -> str:
-        if not _TABLE_NAME.match(value):
-            raise ValueError(
-                f"table must be a SQL identifier (letters, digits, underscore), got {value!r}"
-            )
-        return value
-
     @model_validator(mode="after")
     def _check_location(self) -> SQLiteChatStore:
         if self.path == ":memory:":
@@ -441,70 +255,6 @@ class SQLiteChatStore(BaseChatStore):
     def class_name(cls) -> str:
         """Name used by LlamaIndex serialisation."""
         return "AofSQLiteChatStore"
-
-    # ----------------------------------------------------------------------------------------
-    # Chat-store API, sync.
-
-    def set_messages(self, key: str, messages: list[ChatMessage]) -> None:
-        """Replace the messages of ``key`` (an empty list removes the key)."""
-        self._run(lambda: _op_set(self._sql, key, messages), write=True)
-
-    def get_messages(self, key: str) -> list[ChatMessage]:
-        """Messages of ``key`` in order; ``[]`` for an unknown key."""
-        return self._run(lambda: _op_get(self._sql, key), write=False)
-
-    def add_message(self, key: str, message: ChatMessage, idx: int | None = None) -> None:
-        """Append ``message`` to ``key``, or insert it at ``idx`` like ``list.insert``."""
-        self._run(lambda: _op_add(self._sql, key, message, idx), write=True)
-
-    def delete_messages(self, key: str) -> list[ChatMessage] | None:
-        """Delete every message of ``key``; returns them, or ``None`` for an unknown key."""
-        return self._run(lambda: _op_delete_key(self._sql, key), write=True)
-
-    def delete_message(self, key: str, idx: int) -> ChatMessage | None:
-        """Delete the ``idx``-th message of ``key`` in order and return it (``None`` if absent)."""
-        return self._run(lambda: _op_delete_at(self._sql, key, idx), write=True)
-
-    def delete_last_message(self, key: str) -> ChatMessage | None:
-        """Delete the last message of ``key`` and return it (``None`` if there is none)."""
-        return self._run(lambda: _op_delete_last(self._sql, key), write=True)
-
-    def get_keys(self) -> list[str]:
-        """Keys holding at least one message, sorted."""
-        return self._run(lambda: _op_keys(self._sql), write=False)
-
-    # ----------------------------------------------------------------------------------------
-    # Chat-store API, async (aiosqlite).
-
-    async def aset_messages(self, key: str, messages: list[ChatMessage]) -> None:
-        """Async :meth:`set_messages`."""
-        await self._arun(lambda: _op_set(self._sql, key, messages), write=True)
-
-    async def aget_messages(self, key: str) -> list[ChatMessage]:
-        """Async :meth:`get_messages`."""
-        return await self._arun(lambda: _op_get(self._sql, key), write=False)
-
-    async def async_add_message(
-        self, key: str, message: ChatMessage, idx: int | None = None
-    ) -> None:
-        """Async :meth:`add_message` (LlamaIndex names it ``async_add_message``)."""
-        await self._arun(lambda: _op_add(self._sql, key, message, idx), write=True)
-
-    async def adelete_messages(self, key: str) -> list[ChatMessage] | None:
-        """Async :meth:`delete_messages`."""
-        return await self._arun(lambda: _op_delete_key(self._sql, key), write=True)
-
-    async def adelete_message(self, key: str, idx: int) -> ChatMessage | None:
-        """Async :meth:`delete_message`."""
-        return await self._arun(lambda: _op_delete_at(self._sql, key, idx), write=True)
-
-    async def adelete_last_message(self, key: str) -> ChatMessage | None:
-        """Async :meth:`delete_last_message`."""
-        return await self._arun(lambda: _op_delete_last(self._sql, key), write=True)
-
-    async def aget_keys(self) -> list[str]:
-        """Async :meth:`get_keys`."""
-        return await self._arun(lambda: _op_keys(self._sql), write=False)
 
     # ----------------------------------------------------------------------------------------
     # Lifecycle.
@@ -540,41 +290,16 @@ class SQLiteChatStore(BaseChatStore):
         if conn is not None:
             conn.close()
 
-    def __enter__(self) -> SQLiteChatStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> SQLiteChatStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __getstate__(self) -> dict[Any, Any]:
-        # Connections and locks stay behind; the copy reopens lazily (an in-memory
-        # database is not shared with the copy).
-        state = dict(BaseModel.__getstate__(self))
-        state["__pydantic_private__"] = None
-        return state
-
     # ----------------------------------------------------------------------------------------
     # Internals.
 
     @property
-    def _sql(self) -> _Sql:
-        return _sql_for(self.table)
+    def _sql(self) -> Sql:
+        return sql_for(_DIALECT, self.table)
+
+    def _op_schema(self) -> Op[int]:
+        # The module's globals are read on each call (tests patch them).
+        return op_schema(self._sql, SCHEMA_VERSION, _MIGRATIONS)
 
     @property
     def _where(self) -> str:
@@ -625,13 +350,13 @@ class SQLiteChatStore(BaseChatStore):
 
     # sync path -------------------------------------------------------------------------------
 
-    def _run(self, make_op: Callable[[], _Op[T]], *, write: bool) -> T:
+    def _run(self, make_op: Callable[[], Op[T]], *, write: bool) -> T:
         with self._lock:
             conn = self._connection()
             return self._retry(conn, make_op, "IMMEDIATE" if write else "DEFERRED")
 
     def _retry(
-        self, conn: sqlite3.Connection, make_op: Callable[[], _Op[T]], begin: str | None
+        self, conn: sqlite3.Connection, make_op: Callable[[], Op[T]], begin: str | None
     ) -> T:
         backoff = _Backoff(self.busy_timeout_ms)
         while True:
@@ -663,7 +388,7 @@ class SQLiteChatStore(BaseChatStore):
             mode = self._retry(
                 conn, lambda: _op_configure(self.journal_mode, self.busy_timeout_ms), None
             )
-            version = self._retry(conn, lambda: _op_schema(self.table), "IMMEDIATE")
+            version = self._retry(conn, self._op_schema, "IMMEDIATE")
             self._check_opened(mode, version)
         except BaseException:
             conn.close()
@@ -681,7 +406,7 @@ class SQLiteChatStore(BaseChatStore):
             self._alock_loop = weakref.ref(loop)
         return self._alock
 
-    async def _arun(self, make_op: Callable[[], _Op[T]], *, write: bool) -> T:
+    async def _arun(self, make_op: Callable[[], Op[T]], *, write: bool) -> T:
         # A caller's cancellation (a timeout, say) must not stop a transaction half way: the
         # statement in aiosqlite's thread runs on regardless, and a BEGIN that completes
         # after the task gave up would leave the connection holding the write lock.  So the
@@ -694,13 +419,13 @@ class SQLiteChatStore(BaseChatStore):
             task.add_done_callback(_retrieve_outcome)
             raise
 
-    async def _arun_locked(self, make_op: Callable[[], _Op[T]], write: bool) -> T:
+    async def _arun_locked(self, make_op: Callable[[], Op[T]], write: bool) -> T:
         async with self._async_lock():
             conn = await self._aconnection()
             return await self._aretry(conn, make_op, "IMMEDIATE" if write else "DEFERRED")
 
     async def _aretry(
-        self, conn: aiosqlite.Connection, make_op: Callable[[], _Op[T]], begin: str | None
+        self, conn: aiosqlite.Connection, make_op: Callable[[], Op[T]], begin: str | None
     ) -> T:
         backoff = _Backoff(self.busy_timeout_ms)
         while True:
@@ -740,7 +465,7 @@ class SQLiteChatStore(BaseChatStore):
             mode = await self._aretry(
                 conn, lambda: _op_configure(self.journal_mode, self.busy_timeout_ms), None
             )
-            version = await self._aretry(conn, lambda: _op_schema(self.table), "IMMEDIATE")
+            version = await self._aretry(conn, self._op_schema, "IMMEDIATE")
             self._check_opened(mode, version)
         except BaseException:
             await conn.close()

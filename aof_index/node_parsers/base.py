@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -29,7 +30,7 @@ from llama_index.core.schema import (
     NodeRelationship,
     TextNode,
 )
-from pydantic import Field, PrivateAttr
+from pydantic import BaseModel, Field, PrivateAttr
 
 from aof_index.node_parsers.packing import (
     DEFAULT_SEPARATORS,
@@ -48,15 +49,34 @@ __all__ = [
     "Piece",
     "chunk_id",
     "metadata_header",
+    "plain_settings",
 ]
 
-CHUNKING_REVISION = 2
+CHUNKING_REVISION = 3
 """Bump when a change makes the chunkers cut differently: ingestion then re-chunks and
 re-embeds every document instead of keeping chunks made the old way."""
 
 EMBEDDED_METADATA = ("title", "heading")
 """Metadata keys the embedder and keyword index see in front of each chunk's text."""
 _LLM_METADATA = ("title", "heading", "source", "symbol", "language")
+
+
+_NOT_SETTINGS = frozenset({"callback_manager", "id_func", "include_prev_next_rel"})
+
+
+def plain_settings(component: BaseModel) -> dict[str, Any]:
+    """``component``'s pydantic fields as plain data; other values are named by their type."""
+    out: dict[str, Any] = {}
+    for name in type(component).model_fields:
+        if name in _NOT_SETTINGS:
+            continue
+        value = getattr(component, name)
+        try:
+            json.dumps(value)
+        except TypeError:
+            value = type(value).__name__
+        out[name] = value
+    return out
 
 
 def chunk_id(document_id: str, number: int) -> str:
@@ -117,6 +137,13 @@ class ChunkerBase(NodeParser):
     def window(self) -> TokenWindow:
         """The embedding model's window this parser sizes chunks for."""
         return self._window
+
+    def settings(self) -> dict[str, Any]:
+        """What decides this parser's chunks: its class and every setting (for fingerprints).
+
+        Values that are not plain data (an embedding model, callbacks) are named by type.
+        """
+        return {"parser": type(self).__name__, **plain_settings(self)}
 
     # -- what subclasses provide ------------------------------------------------------
     def pieces(self, text: str, document: BaseNode) -> list[Piece]:

@@ -28,6 +28,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llama_index.core.schema import BaseNode
+from pydantic import Field
 
 from aof_index.node_parsers.base import ChunkerBase, Piece, metadata_header
 
@@ -328,6 +329,13 @@ class CodeChunker(ChunkerBase):
     """
 
     strategy: ClassVar[str] = "code"
+    pack_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        description="Neighbouring definitions are merged into one chunk while together they "
+        "hold at most this many tokens (default: half the chunk size; 0: one chunk per "
+        "definition).",
+    )
 
     def separators(self) -> Sequence[str]:
         """Blank lines, then lines."""
@@ -350,8 +358,11 @@ class CodeChunker(ChunkerBase):
             return self._fallback(
                 text, document, base, f"tree-sitter found syntax errors in the {language} source"
             )
-        walker = _Walker(text, _GRAMMARS[language], base, self._budget(document), self.window.count)
-        return walker.split(tree.root_node, 0, len(text), ())
+        budget = self._budget(document)
+        walker = _Walker(text, _GRAMMARS[language], base, budget, self.window.count)
+        pieces = walker.split(tree.root_node, 0, len(text), ())
+        limit = budget // 2 if self.pack_tokens is None else min(self.pack_tokens, budget)
+        return pack_small_pieces(pieces, text, limit, self.window.count) if limit else pieces
 
     def _budget(self, document: BaseNode) -> int:
         """Tokens a chunk of this document may hold besides its metadata header."""
@@ -365,6 +376,36 @@ class CodeChunker(ChunkerBase):
             document.node_id,
         )
         return [Piece(0, len(text), {**base, "chunker_fallback": reason}, CODE_SEPARATORS)]
+
+
+def pack_small_pieces(
+    pieces: Sequence[Piece], text: str, limit: int, count: Callable[[str], int]
+) -> list[Piece]:
+    """Merge runs of neighbouring pieces while together they hold at most ``limit`` tokens.
+
+    Three one-line functions make one chunk, not three chunks of a few tokens each; the
+    merged piece's ``symbol`` lists its definitions (``def a, def b``).  A piece larger
+    than ``limit`` stays on its own.
+    """
+    out: list[Piece] = []
+    for piece in pieces:
+        if out:
+            last = out[-1]
+            if count(text[last.start : piece.end]) <= limit:
+                out[-1] = Piece(
+                    last.start, piece.end, _merged(last.metadata, piece.metadata), last.separators
+                )
+                continue
+        out.append(piece)
+    return out
+
+
+def _merged(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
+    symbols = [m["symbol"] for m in (first, second) if m.get("symbol")]
+    merged = {**first, **second}
+    if symbols:
+        merged["symbol"] = ", ".join(dict.fromkeys(symbols))
+    return merged
 
 
 @dataclass

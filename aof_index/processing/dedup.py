@@ -30,6 +30,8 @@ from typing import Any, Literal
 from llama_index.core.schema import BaseNode, TransformComponent
 from pydantic import Field, PrivateAttr
 
+from aof_index.processing.flat import join_values
+
 __all__ = [
     "DedupMethod",
     "DedupReport",
@@ -124,7 +126,7 @@ class Deduplicator(TransformComponent):
             if i in groups:
                 copy = node.model_copy(deep=True)
                 metadata = dict(copy.metadata)
-                metadata["duplicates"] = [*list(metadata.get("duplicates") or []), *groups[i]]
+                metadata["duplicates"] = join_values(metadata.get("duplicates"), groups[i])
                 copy.metadata = metadata
                 node = copy
             report.kept.append(node)

@@ -23,6 +23,8 @@ from bs4.element import NavigableString
 from llama_index.core.schema import BaseNode, TransformComponent
 from pydantic import Field
 
+from aof_index.processing.flat import join_values
+
 __all__ = [
     "HEADER_KEY",
     "TextExtractor",
@@ -366,7 +368,7 @@ class TextExtractor(TransformComponent):
         copy = node.model_copy(deep=True)
         copy.set_content(converted)
         metadata = dict(copy.metadata)
-        metadata["extracted"] = [*list(metadata.get("extracted") or []), kind]
+        metadata["extracted"] = join_values(metadata.get("extracted"), [kind])
         if header:
             metadata[HEADER_KEY] = header
             for excluded in (copy.excluded_embed_metadata_keys, copy.excluded_llm_metadata_keys):

@@ -34,6 +34,7 @@ from pydantic import Field
 
 from aof_index.errors import LLMError
 from aof_index.processing.extraction import HEADER_KEY, is_html
+from aof_index.processing.flat import flat_value, join_values
 
 __all__ = [
     "METADATA_KEYS",
@@ -262,7 +263,7 @@ class MetadataExtractor(TransformComponent):
                 found[key] = value
         metadata.update(found)
         for name, value in self.custom.items():
-            metadata.setdefault(name, value)
+            metadata.setdefault(name, flat_value(value))
         if HEADER_KEY in metadata:
             del metadata[HEADER_KEY]
             for excluded in (copy.excluded_embed_metadata_keys, copy.excluded_llm_metadata_keys):
@@ -305,5 +306,5 @@ class MetadataExtractor(TransformComponent):
                 tags.extend(_strings(src.front_matter.get(fm_key)))
             if not tags:
                 tags = _strings(src.meta("keywords"))
-            return list(dict.fromkeys(tags))
+            return join_values(None, tags) or None
         raise AssertionError(key)  # pragma: no cover - keys are checked in __init__

@@ -15,6 +15,6 @@ Running the suites needs pytest, a development dependency of aof-index; importin
 does not (they import nothing from pytest).
 """
 
-from aof_index.testing.chat_store import ChatStore, ChatStoreContract
+from aof_index.testing.chat_store import ChatStore, ChatStoreContract, SharedChatStoreContract
 
-__all__ = ["ChatStore", "ChatStoreContract"]
+__all__ = ["ChatStore", "ChatStoreContract", "SharedChatStoreContract"]

@@ -22,7 +22,12 @@ The contract is LlamaIndex's ``BaseChatStore`` made precise:
 - messages round-trip exactly (``model_dump()`` equal), tool calls included;
 - each async method (``aset_messages``, ``aget_messages``, ``async_add_message``,
   ``adelete_messages``, ``adelete_message``, ``adelete_last_message``, ``aget_keys``) gives
-  what its sync twin gives, and concurrent writers never lose or duplicate a message.
+  what its sync twin gives, and concurrent writers never lose or duplicate a message;
+- :class:`SharedChatStoreContract` adds the cross-process case for stores whose data
+  outlives the process (a file, a server): two processes appending to one key (each with a
+  pickled copy of the store, started with ``multiprocessing``'s spawn method) lose nothing
+  and keep each one's messages in its order.  Process-local stores (in-memory ones)
+  subclass :class:`ChatStoreContract` only.
 
 The tests are synchronous and drive the async methods with ``asyncio.run``, so the suite
 needs no asyncio plugin.  It is written for pytest (a development dependency of aof-index:
@@ -32,10 +37,13 @@ module is safe in a production install.
 
 from __future__ import annotations
 
-__all__ = ["ChatStore", "ChatStoreContract"]
+__all__ = ["ChatStore", "ChatStoreContract", "SharedChatStoreContract"]
 
 import asyncio
+import multiprocessing
+import pickle
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -131,6 +139,26 @@ def _tool_call_conversation() -> list[ChatMessage]:
             additional_kwargs={"usage": {"prompt_tokens": 812, "completion_tokens": 31}},
         ),
     ]
+
+
+def _append_in_child(store: ChatStore, worker: int, count: int, barrier: Any) -> None:
+    """Body of one process of the cross-process test: append ``count`` messages to "shared"."""
+    barrier.wait(timeout=120)  # both processes start (and open the store) at once
+    if worker == 0:
+        for i in range(count):
+            store.add_message("shared", _msg(f"{worker}:{i}"))
+            time.sleep(0.001 * (i % 3))  # give the other process a turn
+    else:
+
+        async def main() -> None:
+            for i in range(count):
+                await store.async_add_message("shared", _msg(f"{worker}:{i}"))
+                await asyncio.sleep(0.001 * (i % 3))
+
+        asyncio.run(main())
+    close = getattr(store, "close", None)
+    if callable(close):
+        close()
 
 
 class ChatStoreContract:
@@ -504,3 +532,33 @@ class ChatStoreContract:
             ]
 
         assert _run(main) == [[], None, None, None, []]
+
+
+class SharedChatStoreContract(ChatStoreContract):
+    """:class:`ChatStoreContract` plus the cross-process test, for stores whose data is
+    shared by every process that opens them (a SQLite file, PostgreSQL, Redis)."""
+
+    def test_concurrent_appends_from_two_processes(self, store: ChatStore) -> None:
+        count = 100
+        pickle.dumps(store)  # a store that cannot be pickled fails here, clearly
+        ctx = multiprocessing.get_context("spawn")
+        barrier = ctx.Barrier(2)
+        workers = [  # worker 0 appends with the sync methods, worker 1 with the async ones
+            ctx.Process(target=_append_in_child, args=(store, worker, count, barrier))
+            for worker in (0, 1)
+        ]
+        for process in workers:
+            process.start()
+        for process in workers:
+            process.join(timeout=300)
+            if process.is_alive():  # hung: end it, and fail below
+                process.kill()
+                process.join()
+        assert [process.exitcode for process in workers] == [0, 0]
+        texts = [str(text) for text in _texts(store, "shared")]
+        assert len(texts) == 2 * count
+        assert sorted(texts) == sorted(f"{w}:{i}" for w in (0, 1) for i in range(count))
+        for worker in (0, 1):
+            assert [x for x in texts if x.startswith(f"{worker}:")] == [
+                f"{worker}:{i}" for i in range(count)
+            ]

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import pickle
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from aof_index.errors import BackendUnavailableError
 from aof_index.memory import InMemoryChatStore, SQLiteChatStore
 from aof_index.memory import sqlite as sqlite_module
 from aof_index.memory.sqlite import SCHEMA_VERSION
-from aof_index.testing import ChatStoreContract
+from aof_index.testing import ChatStoreContract, SharedChatStoreContract
 
 ASYNC_METHODS = [
     "aset_messages",
@@ -62,7 +60,7 @@ def texts(store: BaseChatStore, key: str) -> list[str | None]:
 # The contract, once per store.
 
 
-class TestSQLiteFileContract(ChatStoreContract):
+class TestSQLiteFileContract(SharedChatStoreContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[SQLiteChatStore]:
         store = SQLiteChatStore(path=str(tmp_path / "chat.db"), journal_mode="WAL")
@@ -521,52 +519,6 @@ def test_unclosed_store_does_not_keep_the_interpreter_alive(tmp_path: Path) -> N
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
-
-
-# Two processes appending to one key at once.
-
-
-def _append_in_process(path: str, worker: int, count: int, barrier: Any) -> None:
-    store = SQLiteChatStore(path=path, busy_timeout_ms=30_000)
-    store.get_keys()  # open (and create the schema) before the race starts
-    barrier.wait()
-    if worker % 2 == 0:
-        for i in range(count):
-            store.add_message("shared", ChatMessage(content=f"{worker}:{i}"))
-            time.sleep(0.001 * (i % 3))  # give the other process a chance at the lock
-        store.close()
-    else:
-
-        async def main() -> None:
-            for i in range(count):
-                await store.async_add_message("shared", ChatMessage(content=f"{worker}:{i}"))
-                await asyncio.sleep(0.001 * (i % 3))
-            await store.aclose()
-
-        asyncio.run(main())
-
-
-def test_two_processes_append_to_one_key(tmp_path: Path) -> None:
-    path, count = str(tmp_path / "chat.db"), 200
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(2)
-    workers = [
-        ctx.Process(target=_append_in_process, args=(path, worker, count, barrier))
-        for worker in (0, 1)  # worker 0 appends with sqlite3, worker 1 with aiosqlite
-    ]
-    for process in workers:
-        process.start()
-    for process in workers:
-        process.join(timeout=120)
-    assert [process.exitcode for process in workers] == [0, 0]
-    with SQLiteChatStore(path=path) as store:
-        got = [str(t) for t in texts(store, "shared")]
-    assert len(got) == 2 * count
-    assert len(set(got)) == 2 * count
-    for worker in (0, 1):
-        assert [x for x in got if x.startswith(f"{worker}:")] == [
-            f"{worker}:{i}" for i in range(count)
-        ]
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ WINDOW = TokenWindow(_words, 200)
 
 def _chunk(text: str, file_name: str, window: TokenWindow = WINDOW, **meta: Any) -> list[TextNode]:
     doc = Document(id_=file_name, text=text, metadata={"file_name": file_name, **meta})
-    nodes = CodeChunker(window).chunk(doc)
+    nodes = CodeChunker(window, pack_tokens=0).chunk(doc)  # one chunk per definition
     for node in nodes:
         assert text[node.start_char_idx : node.end_char_idx] == node.text
         assert node.metadata["strategy"] == "code"
@@ -402,3 +402,16 @@ def test_with_minilm_no_chunk_exceeds_the_window(file_name: str, source: str) ->
         assert all(n.text.endswith(("{", "}", ";", ")")) for n in big)
     else:
         assert {f"class Syncer / method sync{i}" for i in range(6)} <= symbols
+
+
+def test_small_neighbouring_definitions_share_a_chunk() -> None:
+    source = "import os\n\n\ndef a():\n    return 1\n\n\ndef b():\n    return 2\n\n\n" + (
+        "def big():\n" + "".join(f"    x{i} = {i}\n" for i in range(40))
+    )
+    doc = Document(id_="small.py", text=source, metadata={"file_name": "small.py"})
+    packed = CodeChunker(WINDOW).chunk(doc)
+    assert _symbols(packed) == ["def a, def b", "def big"]  # imports, a and b: one chunk
+    assert packed[0].text == source[: source.index("def big")].rstrip()
+    limited = CodeChunker(WINDOW, pack_tokens=4).chunk(doc)  # "import os" + a is 6 words
+    assert len(limited) > len(packed)
+    assert len(CodeChunker(WINDOW, pack_tokens=0).chunk(doc)) == 4

@@ -38,7 +38,7 @@ def test_hash_ignores_case_and_whitespace() -> None:
     report = Deduplicator(method="hash").deduplicate(docs)
     assert ids(report.kept) == ["a", "c"]
     assert report.dropped == {"b": "a"}
-    assert report.kept[0].metadata["duplicates"] == ["b"]
+    assert report.kept[0].metadata["duplicates"] == "b"
     assert "duplicates" not in report.kept[1].metadata
     assert normalized_hash("Hello   World") == normalized_hash("hello world\n")
 
@@ -48,7 +48,7 @@ def test_exact_needs_identical_text() -> None:
     report = Deduplicator(method="exact").deduplicate(docs)
     assert ids(report.kept) == ["a", "b"]
     assert report.dropped == {"c": "a", "d": "a"}
-    assert report.kept[0].metadata["duplicates"] == ["c", "d"]
+    assert report.kept[0].metadata["duplicates"] == "c, d"
 
 
 def test_inputs_not_mutated_and_ids_kept() -> None:
@@ -57,13 +57,13 @@ def test_inputs_not_mutated_and_ids_kept() -> None:
     kept = Deduplicator()(docs)
     assert [d.model_dump() for d in docs] == before
     assert kept[0] is not docs[0] and kept[0].id_ == "a"
-    assert kept[0].metadata == {"source": "a.md", "duplicates": ["b"]}
+    assert kept[0].metadata == {"source": "a.md", "duplicates": "b"}
 
 
 def test_duplicates_extend_existing_list() -> None:
-    first = Document(id_="a", text="same", metadata={"duplicates": ["old"]})
+    first = Document(id_="a", text="same", metadata={"duplicates": "old"})
     [kept] = Deduplicator()([first, doc("b", "same")])
-    assert kept.metadata["duplicates"] == ["old", "b"]
+    assert kept.metadata["duplicates"] == "old, b"  # flat: vector stores take no lists
 
 
 def test_shingles_and_jaccard() -> None:

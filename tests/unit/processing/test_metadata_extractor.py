@@ -64,7 +64,7 @@ def test_front_matter_wins() -> None:
     assert meta["title"] == "Node Pressure Eviction"
     assert meta["author"] == "Ana, Ben"
     assert meta["date"] == "2023-07-04"
-    assert meta["tags"] == ["kubelet", "eviction", "memory", "operations"]
+    assert meta["tags"] == "kubelet, eviction, memory, operations"
 
 
 def test_real_k8s_doc_title_from_front_matter() -> None:
@@ -97,7 +97,7 @@ def test_html_meta_tags() -> None:
     )
     assert meta["author"] == "Dana Kim"
     assert meta["date"] == "2024-02-29T08:30:00+00:00"
-    assert meta["tags"] == ["etcd", "kubernetes", "storage"]
+    assert meta["tags"] == "etcd, kubernetes, storage"
 
 
 def test_html_meta_name_date_beats_published_time() -> None:
@@ -140,7 +140,7 @@ def test_only_requested_keys_and_no_overwrite() -> None:
         "title": "Set by reader",
         "team": "platform",
         "env": "prod",
-        "tags": ["kubelet", "eviction", "memory", "operations"],
+        "tags": "kubelet, eviction, memory, operations",
     }
     assert "author" not in out.metadata and "date" not in out.metadata
     assert out.id_ == "d1"

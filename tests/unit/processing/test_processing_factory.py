@@ -109,7 +109,7 @@ def test_pipeline_end_to_end() -> None:
     assert node.metadata["title"] == "Ingress"  # the <h2> is not a "# heading"; <title> wins
     assert node.metadata["author"] == "Net Team"
     assert node.metadata["kb"] == "networking"
-    assert node.metadata["duplicates"] == ["two"]
-    assert node.metadata["extracted"] == ["html"]
+    assert node.metadata["duplicates"] == "two"
+    assert node.metadata["extracted"] == "html"
     assert "source_header" not in node.metadata
     assert docs[0].text == HTML

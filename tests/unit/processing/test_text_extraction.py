@@ -201,14 +201,14 @@ def test_extractor_converts_html_and_marks_it() -> None:
     assert out.metadata == {
         "file_name": "runbook.html",
         "last_modified": "2024-01-01",
-        "extracted": ["html"],
+        "extracted": "html",
     }
     assert original.model_dump() == before  # input not mutated
 
 
 def test_extractor_sniffs_html_without_metadata() -> None:
     [out] = TextExtractor()([Document(text=RUNBOOK_HTML)])
-    assert out.metadata["extracted"] == ["html"]
+    assert out.metadata["extracted"] == "html"
     assert out.get_content().startswith("# Redis failover")
 
 
@@ -225,7 +225,7 @@ def test_markdown_untouched_by_default_and_stripped_when_asked() -> None:
     assert kept.get_content() == RUNBOOK_MD
     [stripped] = TextExtractor(strip_markdown=True, preserve_links=False)([doc])
     assert stripped.get_content() == markdown_to_text(RUNBOOK_MD, preserve_links=False)
-    assert stripped.metadata["extracted"] == ["markdown"]
+    assert stripped.metadata["extracted"] == "markdown"
     assert doc.text == RUNBOOK_MD
 
 

@@ -1,0 +1,568 @@
+"""The PostgreSQL chat store against the real server on 127.0.0.1:5432 (trust auth; started
+here with ``pg_ctlcluster`` when it does not answer): the contract, the manifest builder,
+schema creation and migration, errors, locking and concurrency.
+
+Every test works in a schema of its own (``aof_test_<hex>``), dropped afterwards, so tests
+running at the same time on the shared server never see each other's tables."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from llama_index.core.llms import ChatMessage, MessageRole
+from llama_index.core.storage.chat_store.base import BaseChatStore
+from pydantic import SecretStr
+
+from aof_index import build_memory
+from aof_index.errors import BackendUnavailableError
+from aof_index.memory import PostgresChatStore
+from aof_index.memory import postgres as postgres_module
+from aof_index.memory.postgres import SCHEMA_VERSION
+from aof_index.spec import Memory, parse_resource
+from aof_index.testing import SharedChatStoreContract
+
+pytestmark = pytest.mark.integration
+
+HOST, PORT = "127.0.0.1", 5432
+ADMIN: dict[str, Any] = {
+    "host": HOST,
+    "port": PORT,
+    "user": "postgres",
+    "dbname": "postgres",
+    "sslmode": "disable",
+    "autocommit": True,
+}
+TABLE = "aof_chat_messages"
+# BaseChatStore's async methods, whose defaults merely call the sync ones.
+ASYNC_METHODS = [n for n, v in vars(BaseChatStore).items() if inspect.iscoroutinefunction(v)]
+
+
+def msg(text: str, role: MessageRole = MessageRole.USER) -> ChatMessage:
+    return ChatMessage(role=role, content=text)
+
+
+def texts(store: BaseChatStore, key: str) -> list[str | None]:
+    return [m.content for m in store.get_messages(key)]
+
+
+def answers() -> bool:
+    try:
+        psycopg.connect(**ADMIN, connect_timeout=2).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def query(sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(**ADMIN) as conn:
+        cur = conn.execute(sql, params)  # type: ignore[call-overload]
+        return cur.fetchall() if cur.description is not None else []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_store(schema: str, **kwargs: Any) -> PostgresChatStore:
+    settings: dict[str, Any] = {
+        "host": HOST,
+        "port": PORT,
+        "user": "postgres",
+        "database": "postgres",
+        "sslmode": "disable",
+        "db_schema": schema,
+    }
+    return PostgresChatStore(**(settings | kwargs))
+
+
+def holding_key_lock(schema: str, key: str) -> psycopg.Connection[Any]:
+    """A connection inside a transaction that holds the store's lock on ``key``."""
+    conn = psycopg.connect(**(ADMIN | {"autocommit": False}))
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", (f"{schema}.{TABLE}", key)
+    )
+    return conn
+
+
+# --------------------------------------------------------------------------------------------
+# Server and per-test schemas.
+
+
+@pytest.fixture(scope="session")
+def postgres() -> None:
+    """The server on 5432, started with the machine's own cluster when it does not answer."""
+    if answers():
+        return
+    clusters = sorted(Path("/etc/postgresql").glob("*/main"))
+    if not clusters or shutil.which("pg_ctlcluster") is None:
+        pytest.fail(
+            "PostgreSQL does not answer on 127.0.0.1:5432 and no cluster can be started here "
+            "(install Debian's postgresql package)"
+        )
+    version = clusters[-1].parent.name
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    deadline = time.monotonic() + 60
+    while not answers():
+        if time.monotonic() > deadline:
+            pytest.fail(f"PostgreSQL {version} was started but does not answer on 127.0.0.1:5432")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def schema(postgres: None) -> Iterator[str]:
+    """A schema name of this test's own (not created); dropped afterwards."""
+    name = f"aof_test_{uuid.uuid4().hex[:12]}"
+    yield name
+    query(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+class TestPostgresContract(SharedChatStoreContract):
+    @pytest.fixture
+    def store(self, schema: str) -> Iterator[PostgresChatStore]:
+        store = make_store(schema, max_connections=10)
+        yield store
+        store.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Built from a manifest.
+
+
+def test_built_from_a_memory_manifest(schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AOF_SECRET_PG_CREDS_PASSWORD", "s3cret-from-env")
+    manifest = {
+        "apiVersion": "aof.agenticops.org/v1alpha1",
+        "kind": "Memory",
+        "metadata": {"name": "ops-memory", "namespace": "sre"},
+        "spec": {
+            "backend": {
+                "type": "PostgreSQL",
+                "postgresql": {
+                    "host": HOST,
+                    "port": PORT,
+                    "database": "postgres",
+                    "user": "postgres",
+                    "passwordSecretRef": {"name": "pg-creds", "key": "password"},
+                    "sslMode": "disable",
+                    "maxConnections": 7,
+                    "schema": schema,
+                },
+            }
+        },
+    }
+    resource = parse_resource(manifest)
+    assert isinstance(resource, Memory)
+    store = build_memory(resource).chat_store
+    assert isinstance(store, PostgresChatStore)
+    assert (store.host, store.port, store.database, store.user) == (
+        HOST,
+        PORT,
+        "postgres",
+        "postgres",
+    )
+    assert (store.sslmode, store.max_connections, store.db_schema) == ("disable", 7, schema)
+    assert store.table == "aof_chat_sre_ops_memory"
+    assert store.password is not None
+    assert store.password.get_secret_value() == "s3cret-from-env"
+    assert "s3cret" not in repr(store) and "s3cret" not in store.to_json()
+    try:
+        store.add_message("user-1", msg("hello"))
+        asyncio.run(store.async_add_message("user-1", msg("hi", MessageRole.ASSISTANT)))
+        assert texts(store, "user-1") == ["hello", "hi"]
+    finally:
+        store.close()
+    rows = query(f'SELECT key FROM "{schema}".aof_chat_sre_ops_memory ORDER BY position')
+    assert rows == [("user-1",), ("user-1",)]
+
+
+def test_manifest_default_table_names_fit_postgresql(schema: str) -> None:
+    long_name = "a-very-long-memory-name-" + "x" * 60
+    resource = parse_resource(
+        {
+            "apiVersion": "aof.agenticops.org/v1alpha1",
+            "kind": "Memory",
+            "metadata": {"name": long_name},
+            "spec": {"backend": {"type": "PostgreSQL", "postgresql": {"schema": schema}}},
+        }
+    )
+    assert isinstance(resource, Memory)
+    store = build_memory(resource).chat_store
+    assert isinstance(store, PostgresChatStore)
+    assert len(store.table) <= 63 and store.table.startswith("aof_chat_default_a_very_long")
+    assert store.sslmode == "require"  # the manifest's default
+    assert (store.host, store.database, store.max_connections) == ("localhost", "postgres", 25)
+
+
+# --------------------------------------------------------------------------------------------
+# Schema: created on first use, reused, migrated, refused when newer.
+
+
+def schema_exists(schema: str) -> bool:
+    return bool(query("SELECT 1 FROM pg_namespace WHERE nspname = %s", schema))
+
+
+def test_schema_created_on_first_use_and_reused(schema: str) -> None:
+    first = make_store(schema)
+    assert not schema_exists(schema)  # the constructor does no I/O
+    first.add_message("k", msg("a"))
+    assert schema_exists(schema)
+    tables = query("SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", schema)
+    assert tables == [("aof_chat_messages",), ("aof_schema_versions",)]
+    versions = f'SELECT table_name, version FROM "{schema}".aof_schema_versions'
+    assert query(versions) == [(TABLE, SCHEMA_VERSION)]
+    indexes = query("SELECT indexdef FROM pg_indexes WHERE schemaname = %s", schema)
+    assert any("UNIQUE" in d and '(key, "position")' in d for (d,) in indexes), indexes
+
+    second = make_store(schema)
+    assert texts(second, "k") == ["a"]
+    second.add_message("k", msg("b"))
+    assert texts(first, "k") == ["a", "b"]
+    assert query(versions) == [(TABLE, SCHEMA_VERSION)]
+    other_table = make_store(schema, table="other_messages")
+    assert other_table.get_messages("k") == []
+    assert sorted(query(versions)) == [(TABLE, SCHEMA_VERSION), ("other_messages", SCHEMA_VERSION)]
+    for store in (first, second, other_table):
+        store.close()
+
+
+def test_stores_starting_at_once_create_the_schema_once(schema: str) -> None:
+    stores = [make_store(schema) for _ in range(8)]
+    barrier = threading.Barrier(len(stores))
+
+    def first_use(i: int) -> None:
+        barrier.wait(timeout=60)
+        stores[i].add_message("k", msg(str(i)))
+
+    with ThreadPoolExecutor(len(stores)) as executor:
+        list(executor.map(first_use, range(len(stores))))  # re-raises a failure
+    assert sorted(str(t) for t in texts(stores[0], "k")) == [str(i) for i in range(8)]
+    assert query(f'SELECT count(*) FROM "{schema}".aof_schema_versions') == [(1,)]
+    for store in stores:
+        store.close()
+
+
+def test_newer_schema_version_is_refused(schema: str) -> None:
+    with make_store(schema) as store:
+        store.get_keys()
+    query(f'UPDATE "{schema}".aof_schema_versions SET version = %s', SCHEMA_VERSION + 1)
+    store = make_store(schema)
+    with pytest.raises(BackendUnavailableError, match="newer than this aof-index supports"):
+        store.get_keys()
+    with pytest.raises(BackendUnavailableError, match="newer than this aof-index supports"):
+        asyncio.run(store.aget_keys())
+
+
+def test_migration_hook_upgrades_an_existing_table(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with make_store(schema) as store:
+        store.add_message("k", msg("written by version 1"))
+    monkeypatch.setattr(postgres_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(
+        postgres_module,
+        "_MIGRATIONS",
+        {2: ("ALTER TABLE {table} ADD COLUMN expires_at DOUBLE PRECISION",)},
+    )
+    with make_store(schema) as store:
+        assert texts(store, "k") == ["written by version 1"]
+        store.add_message("k", msg("written by version 2"))
+    assert query(f'SELECT version FROM "{schema}".aof_schema_versions') == [(2,)]
+    columns = query(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+        schema,
+        TABLE,
+    )
+    assert [c for (c,) in columns] == [
+        "id",
+        "key",
+        "position",
+        "message",
+        "created_at",
+        "expires_at",
+    ]
+
+
+def test_role_without_create_privilege_uses_a_prepared_schema(schema: str) -> None:
+    role = f"aof_test_role_{uuid.uuid4().hex[:8]}"
+    with make_store(schema) as owner:
+        owner.add_message("k", msg("prepared"))
+    query(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        # No CREATE anywhere: the store must not try to create what exists.
+        query(f'REVOKE CREATE ON SCHEMA public FROM "{role}"')
+        query(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        query(f'GRANT SELECT, INSERT, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+        with make_store(schema, user=role) as store:
+            store.add_message("k", msg("by the role"))
+            assert texts(store, "k") == ["prepared", "by the role"]
+        # A schema that does not exist yet, which the role may not create: a clear error.
+        with pytest.raises(BackendUnavailableError) as error:
+            make_store(f"{schema}_new", user=role).get_keys()
+        assert "permission denied" in str(error.value)
+        assert f"Grant the role CREATE on database postgres (to create schema {schema}_new)" in (
+            str(error.value)
+        )
+    finally:
+        query(f'DROP OWNED BY "{role}"')
+        query(f'DROP ROLE "{role}"')
+
+
+# --------------------------------------------------------------------------------------------
+# Errors: bounded, and naming the server, the schema and the fix.
+
+
+def test_unreachable_port_raises_backend_unavailable(schema: str) -> None:
+    port = free_port()  # bound and closed again: nothing listens there
+    store = make_store(schema, port=port, pool_timeout_s=2)
+    with pytest.raises(BackendUnavailableError) as sync_error:
+        store.add_message("k", msg("a"))
+    with pytest.raises(BackendUnavailableError) as async_error:
+        asyncio.run(store.aget_messages("k"))
+    for error in (sync_error, async_error):
+        text = str(error.value)
+        assert f"{HOST}:{port}/postgres" in text
+        assert repr(schema) in text
+        assert "Connection refused" in text
+        assert "spec.backend.postgresql.host and port" in text
+
+
+def test_ssl_required_against_a_server_without_tls(schema: str) -> None:
+    store = make_store(schema, sslmode="require", pool_timeout_s=5)
+    with pytest.raises(BackendUnavailableError) as sync_error:
+        store.get_keys()
+    with pytest.raises(BackendUnavailableError) as async_error:
+        asyncio.run(store.aget_keys())
+    for error in (sync_error, async_error):
+        text = str(error.value)
+        assert f"{HOST}:{PORT}/postgres" in text
+        assert "server does not support SSL" in text
+        assert "set spec.backend.postgresql.sslMode: disable for a server without TLS" in text
+    assert not schema_exists(schema)
+
+
+def test_missing_database_and_unknown_role(schema: str) -> None:
+    with pytest.raises(BackendUnavailableError) as db_error:
+        make_store(schema, database="aof_no_such_database").get_keys()
+    assert f"{HOST}:{PORT}/aof_no_such_database" in str(db_error.value)
+    assert "CREATE DATABASE aof_no_such_database" in str(db_error.value)
+    with pytest.raises(BackendUnavailableError) as role_error:
+        asyncio.run(make_store(schema, user="aof_no_such_role").aget_keys())
+    assert 'role "aof_no_such_role" does not exist' in str(role_error.value)
+    assert "passwordSecretRef" in str(role_error.value)
+
+
+def test_missing_psycopg_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    postgres_module._backend_errors.cache_clear()
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    try:
+        with pytest.raises(BackendUnavailableError, match=r"aof-index\[postgres\]"):
+            make_store("public").get_keys()
+        with pytest.raises(BackendUnavailableError, match=r"aof-index\[postgres\]"):
+            asyncio.run(make_store("public").aget_keys())
+    finally:
+        postgres_module._backend_errors.cache_clear()
+
+
+def test_package_imports_without_psycopg() -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["psycopg"] = None
+        sys.modules["psycopg_pool"] = None
+        from aof_index.memory import PostgresChatStore
+        print(PostgresChatStore(host="db").class_name())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "AofPostgresChatStore"
+
+
+# --------------------------------------------------------------------------------------------
+# Locking: writers of one key take turns, bounded by pool_timeout_s.
+
+
+def test_writer_waits_for_its_key_only_and_gives_up_in_time(schema: str) -> None:
+    store = make_store(schema, pool_timeout_s=1)
+    store.set_messages("k", [msg("a")])
+    holder = holding_key_lock(schema, "k")
+    try:
+        with pytest.raises(BackendUnavailableError) as error:
+            store.add_message("k", msg("blocked"))
+        assert "pool_timeout_s=1" in str(error.value)
+        assert "lock" in str(error.value)
+        store.add_message("other", msg("not blocked"))  # another key: no wait
+        assert texts(store, "k") == ["a"]  # reads take no lock
+    finally:
+        holder.rollback()
+        holder.close()
+    store.add_message("k", msg("after"))
+    assert texts(store, "k") == ["a", "after"]
+    assert texts(store, "other") == ["not blocked"]
+    store.close()
+
+
+def test_cancelled_async_call_leaves_nothing_behind(schema: str) -> None:
+    store = make_store(schema)
+    store.get_keys()
+    holder = holding_key_lock(schema, "k")
+
+    async def main() -> list[str | None]:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(store.async_add_message("k", msg("cancelled")), 0.3)
+        holder.rollback()
+        await store.async_add_message("k", msg("after"))
+        return [m.content for m in await store.aget_messages("k")]
+
+    try:
+        assert asyncio.run(main()) == ["after"]
+    finally:
+        holder.close()
+    assert texts(store, "k") == ["after"]
+    store.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Concurrency and pools.
+
+
+def test_500_concurrent_async_appends_through_5_connections(schema: str) -> None:
+    store = make_store(schema, max_connections=5)
+    tasks, per_task = 100, 5
+
+    async def writer(t: int) -> None:
+        for i in range(per_task):
+            await store.async_add_message("k", msg(f"{t}:{i}"))
+
+    async def main() -> dict[str, int]:
+        await asyncio.gather(*(writer(t) for t in range(tasks)))
+        entry = store._apools[asyncio.get_running_loop()]
+        assert entry.pool is not None
+        stats = entry.pool.get_stats()
+        await store.aclose()
+        return stats
+
+    stats = asyncio.run(main())
+    assert stats["pool_max"] == 5
+    assert stats["connections_num"] <= 5  # never more than five connections opened
+    assert stats.get("requests_queued", 0) > 0  # and the tasks did queue for them
+    got = [str(t) for t in texts(store, "k")]
+    assert len(got) == tasks * per_task
+    assert sorted(got) == sorted(f"{t}:{i}" for t in range(tasks) for i in range(per_task))
+    for t in range(tasks):
+        assert [x for x in got if x.split(":")[0] == str(t)] == [
+            f"{t}:{i}" for i in range(per_task)
+        ]
+    store.close()
+
+
+def test_connections_dropped_by_the_server_cost_no_failed_call(schema: str) -> None:
+    # What a server restart, a failover or an idle timeout does to pooled connections.
+    store = make_store(schema, max_connections=3)
+
+    def drop_store_connections() -> int:
+        rows = query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            f"aof-index {schema}.{TABLE}",
+        )
+        return len(rows)
+
+    async def main() -> list[str | None]:
+        await store.async_add_message("k", msg("async before"))
+        assert drop_store_connections() >= 1
+        await store.async_add_message("k", msg("async after"))
+        messages = await store.aget_messages("k")
+        await store.aclose()
+        return [m.content for m in messages]
+
+    store.add_message("k", msg("sync before"))
+    assert drop_store_connections() >= 1
+    store.add_message("k", msg("sync after"))
+    assert asyncio.run(main()) == ["sync before", "sync after", "async before", "async after"]
+    store.close()
+
+
+def test_async_pool_per_loop_closes_with_its_loop(schema: str) -> None:
+    store = make_store(schema)
+    for i in range(3):  # each asyncio.run is a new loop; the store keeps working
+        asyncio.run(store.async_add_message("k", msg(str(i))))
+    assert texts(store, "k") == ["0", "1", "2"]
+    # Only the last loop's pool is still known, and asyncio.run closed it on return.
+    assert len(store._apools) == 1
+    (entry,) = store._apools.values()
+    assert entry.pool is not None and entry.pool.closed
+    store.close()
+    assert store._apools == {} and store._pool is None
+
+
+def test_async_path_opens_no_sync_connection(schema: str) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the async path opened a sync connection")
+
+    for name in ASYNC_METHODS:  # its own coroutines, not BaseChatStore's sync fallbacks
+        assert getattr(PostgresChatStore, name) is not getattr(BaseChatStore, name), name
+    store = make_store(schema)
+
+    async def main() -> tuple[Any, ...]:
+        await store.aset_messages("k", [msg("a"), msg("b")])
+        await store.async_add_message("k", msg("c"), idx=0)
+        removed = await store.adelete_message("k", -1)
+        keys = await store.aget_keys()
+        got = [m.content for m in await store.aget_messages("k")]
+        last = await store.adelete_last_message("k")
+        await store.aclose()
+        return getattr(removed, "content", None), keys, got, getattr(last, "content", None)
+
+    with pytest.MonkeyPatch.context() as patch:  # undone before the schema is dropped
+        patch.setattr(psycopg, "connect", refuse)
+        patch.setattr(psycopg.Connection, "connect", classmethod(refuse))
+        assert asyncio.run(main()) == ("b", ["k"], ["c", "a"], "a")
+    assert store._pool is None  # the sync pool was never opened
+
+
+def test_pickled_store_reopens_and_keeps_its_password_out_of_sight(schema: str) -> None:
+    store = make_store(schema, password=SecretStr("trust-ignores-it"), table="t1")
+    store.add_message("k", msg("a"))
+    copy = pickle.loads(pickle.dumps(store))
+    assert (copy.db_schema, copy.table) == (schema, "t1")
+    assert copy.password is not None and copy.password.get_secret_value() == "trust-ignores-it"
+    assert texts(copy, "k") == ["a"]
+    assert "trust-ignores-it" not in repr(copy)
+    assert "password" not in copy.to_dict()
+    store.close()
+    copy.close()
+
+
+def test_names_are_validated() -> None:
+    with pytest.raises(ValueError, match="SQL identifier"):
+        PostgresChatStore(db_schema='x"; DROP SCHEMA public; --')
+    with pytest.raises(ValueError, match="SQL identifier"):
+        PostgresChatStore(table="a b")
+    with pytest.raises(ValueError):
+        PostgresChatStore(max_connections=0)
