@@ -92,12 +92,8 @@ def locomo(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Score conversation recall: recall@5/10/20 of the evidence turns, with baselines."""
-    import logging
-
     from aof_index.eval.locomo import CATEGORIES, KS, evaluate_locomo, load_locomo
 
-    # bm25s sets its logger to DEBUG when first imported, after the CLI set the levels.
-    logging.getLogger("bm25s").setLevel(logging.getLogger().getEffectiveLevel())
     mem = load_memory_option(memory, name)
     try:
         dataset = load_locomo(file).limited(limit)

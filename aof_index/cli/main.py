@@ -37,7 +37,7 @@ def main(
     level = logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level)
     # Some libraries set their own loggers to DEBUG; keep them at the chosen level.
-    for noisy in ("bm25s", "chromadb", "httpx", "sentence_transformers"):
+    for noisy in ("chromadb", "httpx", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(level)
 
 

@@ -9,7 +9,6 @@ nDCG@10, Recall@100 and MRR@10 (reported by ir-measures as ``RR@10``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +20,8 @@ from llama_index.core.schema import Document
 
 from aof_index.build.memory import MemoryComponents, Strategy
 from aof_index.errors import AofIndexError
+from aof_index.eval.isolated import isolated_memory
 from aof_index.knowledge.ingest import Progress, ingest_documents
-from aof_index.spec import Memory
 
 __all__ = ["BeirDataset", "EvalResult", "eval_memory", "evaluate", "load_beir"]
 
@@ -106,27 +105,7 @@ def eval_memory(memory: MemoryComponents, dataset: BeirDataset) -> MemoryCompone
     It lives in its own namespace and collection, keyed by the dataset and the embedding
     configuration, so it never touches the user's data and is reused across runs.
     """
-    semantic = memory.resource.spec.semantic
-    # Only what changes the stored index picks the cache: not retrieval settings.
-    stored = [semantic.embedding, semantic.vector_store] if semantic is not None else [None, None]
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                dataset.name,
-                len(dataset.corpus),
-                [s.model_dump(mode="json", by_alias=True) if s else None for s in stored],
-            ],
-            sort_keys=True,
-            default=str,
-        ).encode()
-    ).hexdigest()[:10]
-    data = memory.resource.model_dump(by_alias=True, exclude_unset=True)
-    data["metadata"] = {"name": f"{dataset.name}-{key}", "namespace": "eval"}
-    semantic_data = data.get("spec", {}).get("semantic") or {}
-    for store in (semantic_data.get("vectorStore") or {}).values():
-        if isinstance(store, dict) and "collection" in store:
-            store["collection"] = f"aof-eval-{dataset.name}-{key}"
-    return MemoryComponents(Memory.model_validate(data), memory.home)
+    return isolated_memory(memory, dataset.name, dataset.name, len(dataset.corpus))
 
 
 def evaluate(

@@ -26,7 +26,6 @@ Memory's embedding) over the raw turns, and their reciprocal rank fusion (k = 60
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 import time
@@ -41,6 +40,7 @@ from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
 
 from aof_index.build.memory import MemoryComponents
 from aof_index.errors import AofIndexError
+from aof_index.eval.isolated import isolated_memory
 from aof_index.knowledge.ingest import Progress
 from aof_index.memory.recall import (
     VIEWS,
@@ -50,7 +50,6 @@ from aof_index.memory.recall import (
     Turn,
     View,
 )
-from aof_index.spec import Memory
 from aof_index_retrievers import BM25Index, reciprocal_rank_fusion
 
 __all__ = [
@@ -294,22 +293,7 @@ class LocomoResult:
 def eval_memory(memory: MemoryComponents) -> MemoryComponents:
     """A Memory like ``memory`` (embedding, vector store kind) for LoCoMo only, in the
     ``eval`` namespace; keyed by the embedding so a new model gets a new index."""
-    semantic = memory.resource.spec.semantic
-    stored = [semantic.embedding, semantic.vector_store] if semantic is not None else [None, None]
-    key = hashlib.sha256(
-        json.dumps(
-            [s.model_dump(mode="json", by_alias=True) if s else None for s in stored],
-            sort_keys=True,
-            default=str,
-        ).encode()
-    ).hexdigest()[:10]
-    data = memory.resource.model_dump(by_alias=True, exclude_unset=True)
-    data["metadata"] = {"name": f"locomo-{key}", "namespace": "eval"}
-    semantic_data = data.get("spec", {}).get("semantic") or {}
-    for store in (semantic_data.get("vectorStore") or {}).values():
-        if isinstance(store, dict) and "collection" in store:
-            store["collection"] = f"aof-eval-locomo-{key}"
-    return MemoryComponents(Memory.model_validate(data), memory.home)
+    return isolated_memory(memory, "locomo")
 
 
 def _conversation_filter(conversation: str) -> MetadataFilters:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import threading
@@ -54,6 +55,10 @@ from pydantic import TypeAdapter
 from aof_index_retrievers.filters import matches
 
 __all__ = ["BM25Index", "BM25Retriever"]
+
+# bm25s sets its own logger to DEBUG on import, overriding the application's logging
+# configuration; let it inherit the application's levels again.
+logging.getLogger("bm25s").setLevel(logging.NOTSET)
 
 _FORMAT = "aof-bm25-index"
 _FORMAT_VERSION = 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -356,3 +359,17 @@ async def test_retriever_async_equals_sync(bm25: BM25Index) -> None:
     retriever = BM25Retriever(bm25, similarity_top_k=4)
     for query in QUERIES:
         assert pairs(await retriever.aretrieve(query)) == pairs(retriever.retrieve(query))
+
+
+def test_importing_the_retrievers_leaves_logging_levels_to_the_application() -> None:
+    """bm25s sets its logger to DEBUG on import; after our import it inherits the root's."""
+    script = (
+        "import logging; logging.basicConfig(level=logging.WARNING)\n"
+        "import aof_index_retrievers\n"
+        "print(logging.getLogger('bm25s').getEffectiveLevel())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(logging.WARNING)
