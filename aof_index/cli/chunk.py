@@ -74,11 +74,9 @@ def chunk(
         mem, chunking = kb.memory, kb.resource.spec.chunking
     else:
         mem, chunking = load_memory_option(memory), None
-    chosen = strategy or (chunking.strategy if chunking is not None else DEFAULT_STRATEGY)
     try:
-        window = mem.window
-        embed_model = mem.embed_model if chosen == "semantic" else None
-        chunker = build_chunker(chunking, window, embed_model, chosen, chunk_size=chunk_size)
+        window = mem.window  # built from the embedding model, which semantic also uses
+        chunker = build_chunker(chunking, window, mem.embed_model, strategy, chunk_size=chunk_size)
         nodes = [n for n in chunker.get_nodes_from_documents(documents) if isinstance(n, TextNode)]
     except AofIndexError as exc:
         raise fail(str(exc)) from exc

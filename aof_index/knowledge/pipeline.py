@@ -3,7 +3,7 @@
 :func:`build_knowledge_base` reads ``spec.chunking`` and ``spec.processing`` and resolves
 ``spec.indexing.memoryRef`` to the Memory that stores the chunks::
 
-    from aof_index.knowledge import build_knowledge_base
+    from aof_index import build_knowledge_base
     from aof_index_readers import LocalFilesReader
 
     kb = build_knowledge_base("knowledge-base.yaml")
