@@ -25,13 +25,18 @@ NO_LLM_HINT = (
 )
 
 
-def llm_from_env() -> LLM | None:
-    """Build the configured LLM, or return ``None`` when none is configured."""
+def llm_from_env(model: str | None = None) -> LLM | None:
+    """Build the configured LLM, or return ``None`` when none is configured.
+
+    Args:
+        model: the model to ask for on the configured server, instead of
+            ``AOF_INDEX_LLM_MODEL`` (e.g. ``conversational.summarization.model``).
+    """
     base_url = os.environ.get("AOF_INDEX_LLM_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
     api_key = os.environ.get("OPENAI_API_KEY")
     if not base_url and not api_key:
         return None
-    model = os.environ.get("AOF_INDEX_LLM_MODEL", "gpt-4o-mini")
+    model = model or os.environ.get("AOF_INDEX_LLM_MODEL", "gpt-4o-mini")
     timeout = float(os.environ.get("AOF_INDEX_LLM_TIMEOUT", "60"))
     try:
         from llama_index.llms.openai_like import OpenAILike

@@ -30,9 +30,14 @@ from aof_index.node_parsers.base import ChunkerBase
 from aof_index.node_parsers.window import TokenWindow, token_window
 from aof_index.registry import Group, get_factory
 from aof_index.spec import Memory, load_memory
-from aof_index.spec.memory import RetrievalConfig
+from aof_index.spec.memory import ConversationalMemory, RetrievalConfig
+from aof_index.spec.types import Duration
 
 if TYPE_CHECKING:
+    from llama_index.core.llms import LLM
+
+    from aof_index.memory.history import ConversationHistory
+    from aof_index.spec.agent import AgentConversational
     from aof_index_retrievers import BM25Index
 
 __all__ = ["STRATEGIES", "MemoryComponents", "Strategy", "as_strategy", "build_memory"]
@@ -140,6 +145,75 @@ class MemoryComponents:
     def node_parser(self, chunk_size: int | None = None) -> ChunkerBase:
         """The default chunker: routed by content type, sized to the embedding window."""
         return AutoChunker(self.window, chunk_size=chunk_size, chunk_overlap=DEFAULT_OVERLAP)
+
+    # -- conversations ----------------------------------------------------------------
+    def conversations(
+        self,
+        *,
+        namespace: str | None = None,
+        agent: str | None = None,
+        fleet: str | None = None,
+        flow: str | None = None,
+        run: str | None = None,
+        settings: AgentConversational | None = None,
+        llm: LLM | None = None,
+    ) -> ConversationHistory:
+        """The conversation history of one agent, fleet or flow run, as the manifest says.
+
+        Retention and summaries follow ``spec.conversational`` with the agent's
+        ``memory.conversational`` (``settings``) on top; keys are partitioned by
+        ``spec.access.isolation`` using ``namespace`` (default: the Memory's), ``agent``,
+        ``fleet`` (with ``settings.shared``) and ``flow``/``run`` (``scope: flow``).  The
+        summarizing LLM is ``llm``, else the configured one with
+        ``summarization.model``.
+
+        Raises:
+            ValueError: conversations are disabled, the scope lacks what the isolation
+                needs, or the summarization settings cannot work (each names the field).
+        """
+        from aof_index.llms import llm_from_env
+        from aof_index.memory.history import ConversationHistory, ConversationScope, HistoryPolicy
+
+        spec = self.resource.spec
+        for owner, enabled in (
+            ("spec.conversational.enabled", spec.conversational and spec.conversational.enabled),
+            ("memory.conversational.enabled", settings and settings.enabled),
+        ):
+            if enabled is False:
+                raise ValueError(f"{owner} is false: this memory keeps no conversations")
+        policy = HistoryPolicy.from_spec(spec.conversational, settings)
+        scope = ConversationScope(
+            namespace=namespace or self.resource.metadata.namespace,
+            agent=agent,
+            fleet=fleet,
+            flow=flow,
+            run=run,
+            shared=bool(settings and settings.shared),
+        )
+        isolation = spec.access.isolation if spec.access is not None else "namespace"
+        store = self.chat_store
+        if settings is not None and settings.ttl is not None:
+            store = self._with_ttl(settings.ttl)
+        if policy.summary is not None and llm is None:
+            llm = llm_from_env(policy.summary.model)
+        return ConversationHistory(
+            store, partition=scope.partition(isolation), policy=policy, llm=llm
+        )
+
+    def _with_ttl(self, ttl: Duration) -> BaseChatStore:
+        """A second chat store on the same data whose conversations live ``ttl``."""
+        spec = self.resource.spec
+        conversational = (spec.conversational or ConversationalMemory()).model_copy(
+            update={"ttl": ttl}
+        )
+        backend = spec.backend
+        if backend is not None and backend.redis is not None:
+            backend = backend.model_copy(
+                update={"redis": backend.redis.model_copy(update={"ttl": None})}
+            )
+        update = {"conversational": conversational, "backend": backend}
+        resource = self.resource.model_copy(update={"spec": spec.model_copy(update=update)})
+        return MemoryComponents(resource, self.home).chat_store
 
     # -- retrieval --------------------------------------------------------------------
     @property

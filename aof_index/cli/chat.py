@@ -1,4 +1,8 @@
-"""``aof-index chat``: a conversation in the terminal, history kept in the chat store."""
+"""``aof-index chat``: a conversation in the terminal, history kept in the chat store.
+
+The history is the Memory's ``conversations()`` in the Memory's namespace, so
+``spec.conversational`` applies: trimming, TTL, summaries, compression and encryption.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from aof_index.cli.common import (
     MemoryOption,
     console,
     err_console,
+    fail,
     load_memory_option,
 )
 from aof_index.engine.chat import ChatSession
@@ -32,11 +37,22 @@ def chat(
 ) -> None:
     """Chat with the Memory; the history is stored and resumed by conversation id."""
     mem = load_memory_option(memory, name)
-    session = ChatSession(mem.chat_store, conversation, mem.retriever(), llm=llm_from_env())
+    try:
+        history = mem.conversations()
+    except (AofIndexError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    session = ChatSession(history, conversation, mem.retriever(), llm=llm_from_env())
+    try:
+        _converse(session, conversation, mem.name)
+    finally:
+        history.close()  # let a summary started by this session finish
+
+
+def _converse(session: ChatSession, conversation: str, memory_name: str) -> None:
     interactive = sys.stdin.isatty()
     previous = session.history()
     console.print(
-        f"Conversation [bold]{conversation}[/] in memory [bold]{mem.name}[/] "
+        f"Conversation [bold]{conversation}[/] in memory [bold]{memory_name}[/] "
         f"({len(previous)} stored messages). {HELP}"
     )
     if session.llm is None:

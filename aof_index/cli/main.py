@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
+from aof_index.cli.bench import bench_app
 from aof_index.cli.chat import chat
 from aof_index.cli.chunk import chunk
 from aof_index.cli.demo import demo
 from aof_index.cli.eval import eval_app
 from aof_index.cli.ingest import ingest
 from aof_index.cli.init import init
+from aof_index.cli.memory import memory_app
 from aof_index.cli.query import query
 from aof_index.cli.validate import validate
 from aof_index.offline import configure_offline
@@ -49,3 +51,5 @@ app.command()(query)
 app.command()(chat)
 app.command()(demo)
 app.add_typer(eval_app, name="eval")
+app.add_typer(bench_app, name="bench")
+app.add_typer(memory_app, name="memory")

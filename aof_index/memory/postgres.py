@@ -1,27 +1,34 @@
 """PostgreSQL chat store: conversation history in a PostgreSQL table, sync and natively async.
 
-:class:`PostgresChatStore` implements LlamaIndex's ``BaseChatStore`` with synchronous methods
-on a :class:`psycopg_pool.ConnectionPool` and asynchronous ones on a
-:class:`psycopg_pool.AsyncConnectionPool` (psycopg's own asyncio connections, no threads).
-The constructor does no I/O; each pool opens on first use, with at most
-``max_connections`` connections.  psycopg comes with the ``postgres`` extra
+:class:`PostgresChatStore` implements LlamaIndex's ``BaseChatStore`` and aof-index's
+``HistoryStore`` with synchronous methods on a :class:`psycopg_pool.ConnectionPool` and
+asynchronous ones on a :class:`psycopg_pool.AsyncConnectionPool` (psycopg's own asyncio
+connections, no threads).  The constructor does no I/O; each pool opens on first use, with
+at most ``max_connections`` connections.  psycopg comes with the ``postgres`` extra
 (``pip install 'aof-index[postgres]'``); without it, first use says so.
 
 Layout and operations are the SQLite store's, written once in
 :mod:`aof_index.memory.sql_ops`: table ``"<schema>"."<table>"`` holds one row per message
-``(key, position, message, created_at)`` with a unique index on ``(key, position)``, and
+``(key, position, message, created_at)`` (``message`` as the store's ``codec`` encodes it)
+with a unique index on ``(key, position)`` and, since schema version 2, an index on
+``(key COLLATE "C", created_at)``: ``get_keys(prefix)`` reads a range of it in code-point
+order whatever the database's collation, and the TTL checks and purges read it too.
 ``idx`` is the rank in ``ORDER BY position``.
 
 Schema: the first use creates the schema, the table and ``"<schema>".aof_schema_versions``
 (the layout version of each table), or migrates an older table, inside one transaction that
 holds an advisory lock, so processes starting at once do not race.  Each object is created
 only when missing, so a role without CREATE privileges can use a schema prepared for it.
-A table recorded by a newer aof-index is refused.
+A table recorded by a newer aof-index is refused.  Migrating to version 2 builds the
+index, which needs the table's owner and blocks writes to the table while it builds.
 
 Concurrency: every operation is one transaction, and every write first takes
 ``pg_advisory_xact_lock(hashtext('<schema>.<table>'), hashtext(key))``, so the writers of one
 conversation (tasks, threads, processes, hosts) take turns and never lose, duplicate or
-reorder a message, while other conversations proceed in parallel.  Reads take no lock.
+reorder a message, while other conversations proceed in parallel.  ``edit_head`` locks its
+key and its archive key (in sorted order, so two edits never deadlock) and reads, plans and
+rewrites within that transaction.  A purge only deletes a key whose lock it gets without
+waiting, after checking its expiry again.  Reads take no lock.
 
 Pooled connections are checked (an empty query) as they leave the pool, so connections
 that the server dropped (a restart, a failover, an idle timeout) cost no failed call.
@@ -41,9 +48,9 @@ task of its loop).  The pool must close at that point: psycopg_pool's workers ar
 too, and one cancelled in the middle of its work carries on, so a loop left with an open
 pool could wait for it forever.
 
-Pickling keeps the settings, password included (a child process needs it to connect); the
+Pickling keeps the settings, password and codec included (a child process needs them); the
 pools stay behind and the copy opens its own.  ``to_dict``/``to_json`` leave the password
-out, and ``repr`` masks it.
+and the codec out, ``repr`` masks the password and omits the codec.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr, fiel
 
 from aof_index.errors import BackendUnavailableError
 from aof_index.memory.sql_ops import (
+    WRITTEN_INDEX,
     Dialect,
     Op,
     Sql,
@@ -81,15 +89,18 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-"""Layout version recorded in ``aof_schema_versions``; bump it and add a migration below."""
+SCHEMA_VERSION = 2
+"""Layout version recorded in ``aof_schema_versions``; bump it and add a migration below.
+
+1: the messages table; 2: its ``(key COLLATE "C", created_at)`` index."""
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 """libpq's ``sslmode`` values (the manifest allows disable, require, verify-ca, verify-full)."""
 
 # Migration hook: statements that bring an existing table from version N-1 to N, keyed by N
-# ({table} is substituted with the schema-qualified name).  Version 1 is the CREATE TABLE.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+# ({table} is substituted with the schema-qualified name, {index} and {key} as op_schema
+# says).  Version 1 is the CREATE TABLE.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {2: (WRITTEN_INDEX,)}
 
 _DIALECT = Dialect(
     placeholder="%s",
@@ -99,6 +110,7 @@ _DIALECT = Dialect(
     real="DOUBLE PRECISION",
     key_collation=' COLLATE "C"',  # code-point order, whatever the database's collation
     key_lock="SELECT pg_advisory_xact_lock(hashtext('{schema}.{table}'), hashtext(?))",
+    key_try_lock="SELECT pg_try_advisory_xact_lock(hashtext('{schema}.{table}'), hashtext(?))",
     schema_lock="SELECT pg_advisory_xact_lock(hashtextextended('aof_index schema {schema}', 0))",
     ensure=(
         (
@@ -190,7 +202,8 @@ async def _keep_open(pool: psycopg_pool.AsyncConnectionPool[Any]) -> None:
 class PostgresChatStore(SqlChatStore):
     """Chat history in a PostgreSQL table, shared by every process that connects to it.
 
-    Implements the whole ``BaseChatStore`` contract, sync and async, with Python list
+    Implements the whole ``BaseChatStore`` contract and ``HistoryStore`` (``codec``, ``ttl``,
+    ``get_keys(prefix)``, ``edit_head``, ``purge_expired``), sync and async, with Python list
     semantics for indices (see :class:`~aof_index.memory.sql_ops.SqlChatStore`).  The
     constructor does no I/O; the first call connects, creates or migrates the schema and
     opens a pool (one for the sync methods, one per event loop for the async ones).

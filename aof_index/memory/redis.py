@@ -1,27 +1,47 @@
 """Redis chat store: conversation history on a Redis server, sync and natively async.
 
-:class:`RedisChatStore` implements LlamaIndex's ``BaseChatStore`` with synchronous methods on
-:class:`redis.Redis` and asynchronous ones on :class:`redis.asyncio.Redis`.  Both clients are
-created on first use (the constructor does no I/O) and draw from a *blocking* connection pool
-of ``pool_size`` connections: a call that finds every connection busy waits up to
-``pool_timeout`` seconds for one instead of failing with "Too many connections".
+:class:`RedisChatStore` implements LlamaIndex's ``BaseChatStore`` and aof-index's
+``HistoryStore`` with synchronous methods on :class:`redis.Redis` and asynchronous ones on
+:class:`redis.asyncio.Redis`.  Both clients are created on first use (the constructor does
+no I/O) and draw from a *blocking* connection pool of ``pool_size`` connections: a call that
+finds every connection busy waits up to ``pool_timeout`` seconds for one instead of failing
+with "Too many connections".
 
 Layout, for a store with ``prefix="aof:chat:"``:
 
-- ``aof:chat:<key>``: one list per conversation, one ``ChatMessage.model_dump_json()`` per
-  element, in order;
-- ``aof:chat:`` followed by the byte ``0xFF`` and ``index``: a sorted set of the keys that hold
-  messages, scored by the time (Unix ms) at which each conversation expires, ``+inf`` without
-  a TTL.  No UTF-8 string ends the prefix with byte ``0xFF``, so no conversation key can
-  collide with the index.  :meth:`RedisChatStore.get_keys` reads this set, never ``KEYS`` or a
-  ``SCAN`` of the keyspace.
+- ``aof:chat:<key>``: one list per conversation, one message per element, in order, as the
+  store's ``codec`` encodes it (``ChatMessage.model_dump_json()`` by default; compressed
+  and/or encrypted under a prefix otherwise; elements of any codec stay readable);
+- ``aof:chat:`` followed by the byte ``0xFF`` and ``index``: the *expiry index*, a sorted set
+  of the keys that hold messages, scored by the time (Unix ms) at which each conversation
+  expires, ``+inf`` without a TTL;
+- ``aof:chat:`` followed by the byte ``0xFF`` and ``keys``: the *key index*, a sorted set of
+  the same keys, all scored 0, so that ``ZRANGEBYLEX`` lists those under a prefix in byte
+  order (which for UTF-8 is code-point order) without reading the others.
+  :meth:`RedisChatStore.get_keys` reads it, never ``KEYS`` or a ``SCAN`` of the keyspace.
+  Data written before the key index existed gets it rebuilt from the expiry index on the
+  first listing.
+
+No UTF-8 string ends the prefix with byte ``0xFF``, so no conversation key can collide with
+the indexes.
 
 Every operation is one call of one Lua script (:data:`LUA_SCRIPT`, run with ``EVALSHA``), so
 each is atomic on the server, and the sync and async paths send the same script with the
 same arguments: an operation is described once (``_Call``) and each path only transports it.
-Every write refreshes the conversation's expiry (``ttl`` seconds after its last write) and
-its index entry in the same script; expired entries are dropped from the index on every
-write and read, and the index itself expires with its last conversation.
+Messages are encoded before anything is sent (a message over the codec's ``max_bytes`` is
+refused before any write).  Every write refreshes the conversation's expiry (``ttl`` seconds
+after its last write) and its index entries in the same script; expired entries are dropped
+from both indexes on every write and listing (:meth:`RedisChatStore.purge_expired` drops
+them now and counts them; Redis itself deletes the expired lists), and the indexes expire
+with their last conversation.
+
+``edit_head`` is the one operation of several calls (described once too, as a ``_Flow``):
+it reads the list (the raw elements), decodes it and runs the plan here, then sends one
+script that applies the edit (``LTRIM``, ``LPUSH`` of the encoded inserts, ``RPUSH`` of the
+removed raw elements to the archive list, both lists' expiry and index entries refreshed)
+only if the first ``drop`` elements are still exactly those it read.  When another writer
+changed the head in between, it reads and plans again, a bounded number of times
+(:class:`EditConflictError` after that).  Appends at the tail never conflict.
 
 Connections: ``redis://`` and ``unix://`` URLs, TLS with ``rediss://`` or ``tls=True``
 (``tls_insecure_skip_verify`` turns certificate and host name checks off).  The password is a
@@ -30,7 +50,7 @@ never show it, and serialisation (``to_dict``/``to_json``) leaves it out.  Conne
 retried ``retries`` times with a short backoff; a command that may have reached the server
 is never retried, so a lost reply cannot duplicate a message.  Failures raise
 :class:`~aof_index.errors.BackendUnavailableError` naming the address and what to check.
-Redis Cluster and Sentinel are not supported (the scripts touch two keys).
+Redis Cluster and Sentinel are not supported (the scripts touch several keys).
 
 The asyncio client belongs to an event loop, so the store keeps one per running loop (each
 with its own pool of ``pool_size`` connections) and closes it when the loop shuts down
@@ -51,14 +71,15 @@ concurrent calls.  Subclassing would keep only the constructor, the one part tha
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_PREFIX", "DEFAULT_URL", "LUA_SCRIPT", "RedisChatStore"]
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_URL", "LUA_SCRIPT", "EditConflictError", "RedisChatStore"]
 
 import asyncio
+import random
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -69,10 +90,16 @@ from llama_index.core.bridge.pydantic import (
     model_validator,
 )
 from llama_index.core.llms import ChatMessage
-from llama_index.core.storage.chat_store.base import BaseChatStore
 
 from aof_index.errors import BackendUnavailableError
-from aof_index.memory.lifecycle import ClosableStore
+from aof_index.memory.codec import MessageCodec
+from aof_index.memory.edit import EditConflictError, EditPlan
+from aof_index.memory.lifecycle import (
+    ClosableStore,
+    HistoryChatStore,
+    check_archive_key,
+    head_drop,
+)
 from aof_index.registry import missing_extra
 
 if TYPE_CHECKING:
@@ -89,6 +116,9 @@ DEFAULT_PREFIX = "aof:chat:"
 """Prefix of every key the store writes."""
 
 _INDEX_SUFFIX = b"\xffindex"
+_NAMES_SUFFIX = b"\xffkeys"
+_EDIT_ATTEMPTS = 50
+_EDIT_BACKOFF_S = 0.002
 _SCHEMES = ("redis", "rediss", "unix")
 _RETRY_BASE_S = 0.05
 _RETRY_CAP_S = 1.0
@@ -98,13 +128,17 @@ _RETRY_CAP_S = 1.0
 _POOL_EXHAUSTED = "No connection available"
 
 LUA_SCRIPT = """
--- KEYS[1]: the index, a sorted set: conversation key -> expiry (Unix ms), +inf without TTL.
--- KEYS[2]: the conversation's list (absent for 'keys').
+-- KEYS[1]: the expiry index, a sorted set: conversation key -> expiry (Unix ms), +inf
+--          without TTL.
+-- KEYS[2]: the key index, a sorted set of the same members, all scored 0, for ZRANGEBYLEX.
+-- KEYS[3]: the conversation's list (absent for 'keys' and 'purge').
+-- KEYS[4]: the archive's list ('edit' with an archive key only).
 -- ARGV: operation, key prefix, conversation key, ttl in ms (0: none), operands...
-local index, list = KEYS[1], KEYS[2]
+local index, names, list = KEYS[1], KEYS[2], KEYS[3]
 local op, prefix, member, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
--- Marks an element for LINSERT / LREM, which find elements by value; never a message,
--- since messages are JSON objects, and only ever present inside this script.
+-- Marks an element for LINSERT / LREM, which find elements by value; never a stored message
+-- (a JSON object, or 'aof:' and a two-letter tag and a colon), and only ever present inside
+-- this script.
 local MARK = 'aof:mark'
 local BATCH = 1000
 
@@ -117,52 +151,92 @@ local function ms(value)
   return string.format('%.0f', value)
 end
 
--- A conversation expires when the clock passes its expiry, so an entry scored below now
--- belongs to a conversation that is gone.
-local function prune(now)
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. ms(now))
+-- Calls cmd(key, items[first..last]) in batches (unpack has a limit on its results).
+local function batched(cmd, key, items, first, last)
+  for from = first, last, BATCH do
+    redis.call(cmd, key, unpack(items, from, math.min(from + BATCH - 1, last)))
+  end
 end
 
--- After a change to the list: refresh its expiry and index entry (or drop the entry when
--- the list is gone), prune the index, and let the index expire with its last conversation.
-local function changed()
+-- Both indexes expire with their last conversation.
+local function expire_indexes()
+  local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+  for _, key in ipairs({index, names}) do
+    if last[2] == 'inf' then
+      redis.call('PERSIST', key)
+    elseif last[2] then
+      redis.call('PEXPIREAT', key, last[2])
+    end
+  end
+end
+
+-- A conversation expires when the clock passes its expiry, so an entry scored below now
+-- belongs to a conversation that is gone: it leaves both indexes.  Returns how many went.
+local function prune(now)
+  local gone = redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. ms(now))
+  batched('ZREM', index, gone, 1, #gone)
+  batched('ZREM', names, gone, 1, #gone)
+  return #gone
+end
+
+-- Conversations written before the key index existed: rebuild it from the expiry index
+-- (both always hold the same members once a script ends).
+local function sync_names()
+  if redis.call('ZCARD', names) == redis.call('ZCARD', index) then return end
+  redis.call('DEL', names)
+  local scored = {}
+  for _, key in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+    scored[#scored + 1] = 0
+    scored[#scored + 1] = key
+  end
+  batched('ZADD', names, scored, 1, #scored)  -- BATCH is even: no pair is split
+  expire_indexes()
+end
+
+-- After a change to a list: refresh its expiry and index entries (or drop the entries when
+-- the list is gone), prune the indexes, and let them expire with their last conversation.
+local function changed(list, member)
   local now = now_ms()
   if redis.call('EXISTS', list) == 0 then
     redis.call('ZREM', index, member)
-  elseif ttl > 0 then
-    local at = ms(now + ttl)
-    redis.call('PEXPIREAT', list, at)
-    redis.call('ZADD', index, at, member)
+    redis.call('ZREM', names, member)
   else
-    redis.call('PERSIST', list)
-    redis.call('ZADD', index, '+inf', member)
+    if ttl > 0 then
+      local at = ms(now + ttl)
+      redis.call('PEXPIREAT', list, at)
+      redis.call('ZADD', index, at, member)
+    else
+      redis.call('PERSIST', list)
+      redis.call('ZADD', index, '+inf', member)
+    end
+    redis.call('ZADD', names, 0, member)
   end
   prune(now)
-  local last = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
-  if last[2] == 'inf' then
-    redis.call('PERSIST', index)
-  elseif last[2] then
-    redis.call('PEXPIREAT', index, last[2])
-  end
+  expire_indexes()
 end
 
 if op == 'get' then
   return redis.call('LRANGE', list, 0, -1)
 elseif op == 'keys' then
+  -- ARGV[5], ARGV[6]: the ZRANGEBYLEX bounds of the prefix.
   prune(now_ms())
+  sync_names()
   local live = {}
-  for _, key in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+  for _, key in ipairs(redis.call('ZRANGEBYLEX', names, ARGV[5], ARGV[6])) do
     -- An entry whose list vanished without this store (evicted, deleted by hand) goes too.
     if redis.call('EXISTS', prefix .. key) == 1 then
       live[#live + 1] = key
     else
       redis.call('ZREM', index, key)
+      redis.call('ZREM', names, key)
     end
   end
   return live
+elseif op == 'purge' then
+  return prune(now_ms())
 elseif op == 'append' then
   redis.call('RPUSH', list, ARGV[5])
-  changed()
+  changed(list, member)
   return false
 elseif op == 'insert' then
   local n = redis.call('LLEN', list)
@@ -178,14 +252,12 @@ elseif op == 'insert' then
     redis.call('LINSERT', list, 'BEFORE', MARK, ARGV[5])
     redis.call('LSET', list, i + 1, old)
   end
-  changed()
+  changed(list, member)
   return false
 elseif op == 'set' then
   redis.call('DEL', list)
-  for first = 5, #ARGV, BATCH do
-    redis.call('RPUSH', list, unpack(ARGV, first, math.min(first + BATCH - 1, #ARGV)))
-  end
-  changed()
+  batched('RPUSH', list, ARGV, 5, #ARGV)
+  changed(list, member)
   return false
 elseif op == 'delete_at' then
   local n = redis.call('LLEN', list)
@@ -202,18 +274,41 @@ elseif op == 'delete_at' then
     redis.call('LSET', list, i, MARK)
     redis.call('LREM', list, 1, MARK)
   end
-  changed()
+  changed(list, member)
   return removed
 elseif op == 'delete_last' then
   local removed = redis.call('RPOP', list)
-  if removed then changed() end
+  if removed then changed(list, member) end
   return removed
 elseif op == 'delete_all' then
   local removed = redis.call('LRANGE', list, 0, -1)
   if #removed == 0 then return false end
   redis.call('DEL', list)
-  changed()
+  changed(list, member)
   return removed
+elseif op == 'edit' then
+  -- ARGV[5]: the archive key ('' for none); ARGV[6]: how many elements to drop, which the
+  -- caller read as ARGV[8...]; ARGV[7]: how many to insert, which follow them.  Applied only
+  -- if the head is still what the caller read (compare and swap): returns 1, else 0.
+  local drop, count = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local head = {}
+  if drop > 0 then
+    head = redis.call('LRANGE', list, 0, drop - 1)
+    if #head ~= drop then return 0 end
+    for i = 1, drop do
+      if head[i] ~= ARGV[7 + i] then return 0 end
+    end
+    redis.call('LTRIM', list, drop, -1)
+  end
+  for i = 7 + drop + count, 8 + drop, -1 do
+    redis.call('LPUSH', list, ARGV[i])
+  end
+  changed(list, member)
+  if ARGV[5] ~= '' and drop > 0 then
+    batched('RPUSH', KEYS[4], head, 1, drop)
+    changed(KEYS[4], ARGV[5])
+  end
+  return 1
 end
 return redis.error_reply('aof-index chat store script: unknown operation ' .. tostring(op))
 """
@@ -226,70 +321,111 @@ return redis.error_reply('aof-index chat store script: unknown operation ' .. to
 
 @dataclass(frozen=True)
 class _Call(Generic[T]):
-    """One run of :data:`LUA_SCRIPT`: the operation, its key and operands, the reply parser."""
+    """One run of :data:`LUA_SCRIPT`: the operation, its keys and operands, the reply parser."""
 
     op: str
-    key: str
-    operands: Sequence[str | int]
+    key: str | None
+    operands: Sequence[str | bytes | int]
     parse: Callable[[Any], T]
+    archive: str | None = None
 
 
-def _dump(message: ChatMessage) -> str:
-    return message.model_dump_json()
-
-
-def _load(raw: bytes) -> ChatMessage:
-    return ChatMessage.model_validate_json(raw)
+_Flow = Generator["_Call[Any] | float", Any, T]
+"""Several calls in a row (``edit_head``): yields calls (and seconds to wait between
+attempts), receives each call's parsed reply, returns the result."""
 
 
 def _no_reply(raw: Any) -> None:
     return None
 
 
-def _message(raw: bytes | None) -> ChatMessage | None:
-    return None if raw is None else _load(raw)
+def _raw(raw: list[bytes] | None) -> list[bytes]:
+    return list(raw or ())
 
 
-def _messages(raw: list[bytes] | None) -> list[ChatMessage]:
-    return [_load(item) for item in raw or ()]
+def _message(codec: MessageCodec, raw: bytes | None) -> ChatMessage | None:
+    return None if raw is None else codec.decode(raw)
 
 
-def _removed(raw: list[bytes] | None) -> list[ChatMessage] | None:
-    return None if raw is None else _messages(raw)
+def _messages(codec: MessageCodec, raw: list[bytes] | None) -> list[ChatMessage]:
+    return [codec.decode(item) for item in raw or ()]
+
+
+def _removed(codec: MessageCodec, raw: list[bytes] | None) -> list[ChatMessage] | None:
+    return None if raw is None else _messages(codec, raw)
 
 
 def _keys(raw: list[bytes] | None) -> list[str]:
     return sorted(item.decode("utf-8") for item in raw or ())
 
 
-def _get(key: str) -> _Call[list[ChatMessage]]:
-    return _Call("get", key, (), _messages)
+def _get(codec: MessageCodec, key: str) -> _Call[list[ChatMessage]]:
+    return _Call("get", key, (), partial(_messages, codec))
 
 
-def _set(key: str, messages: Sequence[ChatMessage]) -> _Call[None]:
-    return _Call("set", key, [_dump(m) for m in messages], _no_reply)
+def _set(codec: MessageCodec, key: str, messages: Sequence[ChatMessage]) -> _Call[None]:
+    return _Call("set", key, [codec.encode(m) for m in messages], _no_reply)
 
 
-def _add(key: str, message: ChatMessage, idx: int | None) -> _Call[None]:
+def _add(codec: MessageCodec, key: str, message: ChatMessage, idx: int | None) -> _Call[None]:
     if idx is None:
-        return _Call("append", key, (_dump(message),), _no_reply)
-    return _Call("insert", key, (_dump(message), int(idx)), _no_reply)
+        return _Call("append", key, (codec.encode(message),), _no_reply)
+    return _Call("insert", key, (codec.encode(message), int(idx)), _no_reply)
 
 
-def _delete_all(key: str) -> _Call[list[ChatMessage] | None]:
-    return _Call("delete_all", key, (), _removed)
+def _delete_all(codec: MessageCodec, key: str) -> _Call[list[ChatMessage] | None]:
+    return _Call("delete_all", key, (), partial(_removed, codec))
 
 
-def _delete_at(key: str, idx: int) -> _Call[ChatMessage | None]:
-    return _Call("delete_at", key, (int(idx),), _message)
+def _delete_at(codec: MessageCodec, key: str, idx: int) -> _Call[ChatMessage | None]:
+    return _Call("delete_at", key, (int(idx),), partial(_message, codec))
 
 
-def _delete_last(key: str) -> _Call[ChatMessage | None]:
-    return _Call("delete_last", key, (), _message)
+def _delete_last(codec: MessageCodec, key: str) -> _Call[ChatMessage | None]:
+    return _Call("delete_last", key, (), partial(_message, codec))
 
 
-def _list_keys() -> _Call[list[str]]:
-    return _Call("keys", "", (), _keys)
+def _list_keys(prefix: str) -> _Call[list[str]]:
+    if not prefix:
+        return _Call("keys", None, (b"-", b"+"), _keys)
+    low = prefix.encode("utf-8")
+    # Keys are UTF-8, which never holds byte 0xFF: the last byte can always go up by one.
+    high = low[:-1] + bytes([low[-1] + 1])
+    return _Call("keys", None, (b"[" + low, b"(" + high), _keys)
+
+
+def _purge() -> _Call[int]:
+    return _Call("purge", None, (), int)
+
+
+def _edit_head(
+    codec: MessageCodec, key: str, plan: EditPlan, archive_key: str | None
+) -> _Flow[list[ChatMessage]]:
+    """Read the list, plan, and apply the edit if the head is still what was read."""
+    check_archive_key(key, archive_key)
+    for attempt in range(_EDIT_ATTEMPTS):
+        raw: list[bytes] = yield _Call("get", key, (), _raw)
+        if not raw:
+            return []
+        messages = [codec.decode(item) for item in raw]
+        edit = plan(list(messages))
+        if edit is None:
+            return []
+        drop = head_drop(edit, len(raw))
+        inserts = [codec.encode(message) for message in edit.insert]
+        if not drop and not inserts:
+            return []
+        operands: list[str | bytes | int] = [archive_key or "", drop, len(inserts)]
+        operands += [*raw[:drop], *inserts]
+        if (yield _Call("edit", key, operands, bool, archive=archive_key)):
+            return messages[:drop]
+        # Another edit changed the head first: wait a little (longer each time), then redo.
+        yield random.uniform(0, _EDIT_BACKOFF_S * 2 ** min(attempt, 5))
+    raise EditConflictError(
+        f"Redis chat store: the head of conversation {key!r} changed under each of "
+        f"{_EDIT_ATTEMPTS} attempts of edit_head (other processes edit it at the same time); "
+        f"try again later"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,10 +525,11 @@ def _split_password(url: str) -> tuple[str, str | None]:
 # The store.
 
 
-class RedisChatStore(ClosableStore, BaseChatStore):
+class RedisChatStore(ClosableStore, HistoryChatStore):
     """Chat history on a Redis server: one list per conversation, every operation atomic.
 
-    Implements the whole ``BaseChatStore`` contract, sync and async, with the semantics of
+    Implements the whole ``BaseChatStore`` contract and ``HistoryStore`` (``codec``, ``ttl``,
+    ``get_keys(prefix)``, ``edit_head``, ``purge_expired``), sync and async, with the semantics of
     :class:`~aof_index.memory.SQLiteChatStore`: indices behave like Python list indices
     (``delete_message(key, 1)`` removes the second message in order and returns it, ``-1`` is
     the last, out of range gives ``None``; ``add_message(key, m, idx=i)`` is
@@ -401,8 +538,9 @@ class RedisChatStore(ClosableStore, BaseChatStore):
     leaves :meth:`get_keys` with it.
 
     Any number of threads, tasks and processes may share one server: each operation is one
-    atomic script.  Pickling keeps the settings (password included, for a child process)
-    and drops the clients, which the copy recreates on first use.  ``close()`` or
+    atomic script (``edit_head`` a compare-and-swap one).  Pickling keeps the settings
+    (password and codec included, for a child process) and drops the clients, which the copy
+    recreates on first use.  ``close()`` or
     ``aclose()`` releases the connections; the next call reconnects.
 
     Example::
@@ -428,11 +566,6 @@ class RedisChatStore(ClosableStore, BaseChatStore):
         default=None, ge=0, description="Database number; default: the URL's, else 0."
     )
     prefix: str = Field(default=DEFAULT_PREFIX, description="Prefix of every key written.")
-    ttl: float | None = Field(
-        default=None,
-        gt=0,
-        description="Seconds after its last write at which a conversation expires; None: never.",
-    )
     pool_size: int = Field(
         default=10, ge=1, description="Connections per pool (one sync pool, one per event loop)."
     )
@@ -491,64 +624,91 @@ class RedisChatStore(ClosableStore, BaseChatStore):
 
     def set_messages(self, key: str, messages: list[ChatMessage]) -> None:
         """Replace the messages of ``key`` (an empty list removes the key)."""
-        self._run(_set(key, messages))
+        self._run(_set(self.codec, key, messages))
 
     def get_messages(self, key: str) -> list[ChatMessage]:
-        """Messages of ``key`` in order; ``[]`` for an unknown key."""
-        return self._run(_get(key))
+        """Messages of ``key`` in order; ``[]`` for an unknown or expired key."""
+        return self._run(_get(self.codec, key))
 
     def add_message(self, key: str, message: ChatMessage, idx: int | None = None) -> None:
         """Append ``message`` to ``key``, or insert it at ``idx`` like ``list.insert``."""
-        self._run(_add(key, message, idx))
+        self._run(_add(self.codec, key, message, idx))
 
     def delete_messages(self, key: str) -> list[ChatMessage] | None:
         """Delete every message of ``key``; returns them, or ``None`` for an unknown key."""
-        return self._run(_delete_all(key))
+        return self._run(_delete_all(self.codec, key))
 
     def delete_message(self, key: str, idx: int) -> ChatMessage | None:
         """Delete the ``idx``-th message of ``key`` in order and return it (``None`` if absent)."""
-        return self._run(_delete_at(key, idx))
+        return self._run(_delete_at(self.codec, key, idx))
 
     def delete_last_message(self, key: str) -> ChatMessage | None:
         """Delete the last message of ``key`` and return it (``None`` if there is none)."""
-        return self._run(_delete_last(key))
+        return self._run(_delete_last(self.codec, key))
 
-    def get_keys(self) -> list[str]:
-        """Keys holding at least one message, sorted (read from the index, never ``KEYS``)."""
-        return self._run(_list_keys())
+    def get_keys(self, prefix: str = "") -> list[str]:
+        """Keys starting with ``prefix`` that hold messages, in code-point order (read from
+        the key index, never ``KEYS``)."""
+        return self._run(_list_keys(prefix))
+
+    def edit_head(
+        self, key: str, plan: EditPlan, *, archive_key: str | None = None
+    ) -> list[ChatMessage]:
+        """Apply ``plan`` to the head of ``key`` atomically (see ``HistoryStore``): a
+        compare-and-swap script, redone when another writer changed the head first.
+
+        Raises:
+            EditConflictError: the head changed under every one of 50 attempts.
+        """
+        return self._run_flow(_edit_head(self.codec, key, plan, archive_key))
+
+    def purge_expired(self) -> int:
+        """Drop the index entries of expired conversations now; returns how many went
+        (Redis deletes the expired lists itself)."""
+        return self._run(_purge())
 
     # ----------------------------------------------------------------------------------------
     # Chat-store API, async (redis.asyncio).
 
     async def aset_messages(self, key: str, messages: list[ChatMessage]) -> None:
         """Async :meth:`set_messages`."""
-        await self._arun(_set(key, messages))
+        await self._arun(_set(self.codec, key, messages))
 
     async def aget_messages(self, key: str) -> list[ChatMessage]:
         """Async :meth:`get_messages`."""
-        return await self._arun(_get(key))
+        return await self._arun(_get(self.codec, key))
 
     async def async_add_message(
         self, key: str, message: ChatMessage, idx: int | None = None
     ) -> None:
         """Async :meth:`add_message` (LlamaIndex names it ``async_add_message``)."""
-        await self._arun(_add(key, message, idx))
+        await self._arun(_add(self.codec, key, message, idx))
 
     async def adelete_messages(self, key: str) -> list[ChatMessage] | None:
         """Async :meth:`delete_messages`."""
-        return await self._arun(_delete_all(key))
+        return await self._arun(_delete_all(self.codec, key))
 
     async def adelete_message(self, key: str, idx: int) -> ChatMessage | None:
         """Async :meth:`delete_message`."""
-        return await self._arun(_delete_at(key, idx))
+        return await self._arun(_delete_at(self.codec, key, idx))
 
     async def adelete_last_message(self, key: str) -> ChatMessage | None:
         """Async :meth:`delete_last_message`."""
-        return await self._arun(_delete_last(key))
+        return await self._arun(_delete_last(self.codec, key))
 
-    async def aget_keys(self) -> list[str]:
+    async def aget_keys(self, prefix: str = "") -> list[str]:
         """Async :meth:`get_keys`."""
-        return await self._arun(_list_keys())
+        return await self._arun(_list_keys(prefix))
+
+    async def aedit_head(
+        self, key: str, plan: EditPlan, *, archive_key: str | None = None
+    ) -> list[ChatMessage]:
+        """Async :meth:`edit_head`."""
+        return await self._arun_flow(_edit_head(self.codec, key, plan, archive_key))
+
+    async def apurge_expired(self) -> int:
+        """Async :meth:`purge_expired`."""
+        return await self._arun(_purge())
 
     # ----------------------------------------------------------------------------------------
     # Lifecycle.
@@ -579,16 +739,13 @@ class RedisChatStore(ClosableStore, BaseChatStore):
     # ----------------------------------------------------------------------------------------
     # Internals: addressing and errors.
 
-    @property
-    def _index_key(self) -> bytes:
-        return self.prefix.encode("utf-8") + _INDEX_SUFFIX
-
-    def _script_args(self, call: _Call[Any]) -> tuple[list[bytes | str], list[str | int]]:
-        keys: list[bytes | str] = [self._index_key]
-        if call.op != "keys":
-            keys.append(self.prefix + call.key)
+    def _script_args(self, call: _Call[Any]) -> tuple[list[bytes | str], list[bytes | str | int]]:
+        prefix = self.prefix.encode("utf-8")
+        keys: list[bytes | str] = [prefix + _INDEX_SUFFIX, prefix + _NAMES_SUFFIX]
+        keys += [self.prefix + key for key in (call.key, call.archive) if key is not None]
         ttl_ms = 0 if self.ttl is None else max(1, round(self.ttl * 1000))
-        return keys, [call.op, self.prefix, call.key, ttl_ms, *call.operands]
+        member = "" if call.key is None else call.key
+        return keys, [call.op, self.prefix, member, ttl_ms, *call.operands]
 
     @property
     def _scheme(self) -> str:
@@ -736,6 +893,20 @@ class RedisChatStore(ClosableStore, BaseChatStore):
             attempt += 1
             time.sleep(delay)
 
+    def _run_flow(self, flow: _Flow[T]) -> T:
+        reply: Any = None
+        try:
+            while True:
+                step = flow.send(reply)
+                if isinstance(step, float):
+                    time.sleep(step)
+                    reply = None
+                else:
+                    reply = self._run(step)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
     # async path ------------------------------------------------------------------------------
 
     async def _async_script(self) -> AsyncScript:
@@ -784,6 +955,20 @@ class RedisChatStore(ClosableStore, BaseChatStore):
                 return call.parse(raw)
             attempt += 1
             await asyncio.sleep(delay)
+
+    async def _arun_flow(self, flow: _Flow[T]) -> T:
+        reply: Any = None
+        try:
+            while True:
+                step = flow.send(reply)
+                if isinstance(step, float):
+                    await asyncio.sleep(step)
+                    reply = None
+                else:
+                    reply = await self._arun(step)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
 
     def _close_on(self, loop: asyncio.AbstractEventLoop, entry: _LoopClient) -> None:
         """Close an asyncio client on its own loop, however that loop is doing."""

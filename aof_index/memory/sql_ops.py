@@ -2,31 +2,54 @@
 operations and the chat-store API, written once for SQLite and PostgreSQL.
 
 Layout: one row per message, ``(key, position, message, created_at)``, where ``message`` is
-``ChatMessage.model_dump_json()`` and ``created_at`` is Unix time in seconds.  ``position`` is
-a sparse integer: appends take the last position plus :data:`POSITION_GAP`, an insert in the
-middle takes the midpoint of its two neighbours, and only when two neighbours are adjacent is
-the key renumbered.  The index ``idx`` of the chat-store API is the rank in
-``ORDER BY position``, never a row id.
+the text :class:`~aof_index.memory.codec.MessageCodec` makes of the message (JSON, or
+compressed and/or encrypted JSON under a prefix; rows of any codec stay readable) and
+``created_at`` is Unix time in seconds.  ``position`` is a sparse integer: appends take the
+last position plus :data:`POSITION_GAP`, an insert in the middle takes the midpoint of its two
+neighbours, and only when two neighbours are adjacent is the key renumbered; a head edit
+puts its messages on the freed positions of the dropped rows, or below the first remaining
+one.  The index ``idx`` of the chat-store API is the rank in ``ORDER BY position``, never a
+row id.  Besides the unique index on ``(key, position)``, an index on ``(key, created_at)``
+(schema version 2; PostgreSQL builds it on ``key COLLATE "C"``) serves key listing, TTL
+checks and purges.
+
+TTL: the newest ``created_at`` of a key is the time of its last write; a write that adds no
+row (a delete, a head edit that only drops) stamps the key's last row with the time.  With a
+``ttl``, a key whose last write is more than ``ttl`` seconds old is expired: reads give
+``[]``, key listing omits it, and a write first deletes its rows (in the same transaction),
+so the conversation starts afresh.  :func:`op_purge` deletes expired keys in batches; it
+scans the ``(key, created_at)`` index once per batch, and a store runs it before a write at
+most once per ``min(ttl, 60 s)``.
+
+Key listing: ``get_keys(prefix)`` reads the index range ``prefix <= key < prefix_end(prefix)``
+(:func:`prefix_end`: the least string above every key with that prefix, in code-point order,
+which is how SQLite compares text and how PostgreSQL does under ``COLLATE "C"``).
 
 Every operation is a generator (``op_*``) that yields :class:`Stmt` statements, receives each
-one's rows and returns its result (an :data:`Op`).  A store runs it inside one transaction
-with a driver of its own (sqlite3, aiosqlite, psycopg, psycopg's async connections) through
-:func:`run_op` or :func:`arun_op`, so the sync and async paths of every backend run the same
-logic and cannot drift apart.
+one's rows and returns its result (an :data:`Op`); it gets what it works on as an
+:class:`OpContext` (the statement set, the codec, the TTL).  A store runs it inside one
+transaction with a driver of its own (sqlite3, aiosqlite, psycopg, psycopg's async
+connections) through :func:`run_op` or :func:`arun_op`, so the sync and async paths of every
+backend run the same logic and cannot drift apart.  Messages are encoded before the first
+statement, so a message over the codec's ``max_bytes`` raises before anything is written.
 
 What differs between databases is a :class:`Dialect`: placeholder style, column types, how a
 table is named, how writers to one key are serialised, and how the schema version is read
 and recorded.  :func:`sql_for` turns a dialect and a table into the :class:`Sql` statement
-set the operations use.  :class:`SqlChatStore` implements the ``BaseChatStore`` API on top;
-a backend supplies ``_sql``, ``_run``, ``_arun``, ``close`` and ``aclose``.
+set the operations use.  :class:`SqlChatStore` implements the ``BaseChatStore`` and
+``HistoryStore`` APIs on top; a backend supplies ``_sql``, ``_run``, ``_arun``, ``close`` and
+``aclose``.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "POSITION_GAP",
+    "PURGE_BATCH",
+    "WRITTEN_INDEX",
     "Dialect",
     "Op",
+    "OpContext",
     "Sql",
     "SqlChatStore",
     "Stmt",
@@ -36,14 +59,18 @@ __all__ = [
     "op_delete_at",
     "op_delete_key",
     "op_delete_last",
+    "op_edit_head",
     "op_get",
     "op_keys",
+    "op_purge",
     "op_schema",
     "op_set",
+    "prefix_end",
     "run_op",
     "sql_for",
 ]
 
+import hashlib
 import re
 import time
 from abc import abstractmethod
@@ -54,16 +81,30 @@ from typing import Any, TypeVar
 
 from llama_index.core.bridge.pydantic import field_validator
 from llama_index.core.llms import ChatMessage
-from llama_index.core.storage.chat_store.base import BaseChatStore
 
-from aof_index.memory.lifecycle import ClosableStore
+from aof_index.memory.codec import PLAIN, MessageCodec
+from aof_index.memory.edit import EditPlan
+from aof_index.memory.lifecycle import (
+    ClosableStore,
+    HistoryChatStore,
+    check_archive_key,
+    head_drop,
+)
 
 POSITION_GAP = 1 << 20
 """Distance between the positions of consecutive appended messages."""
 
+PURGE_BATCH = 100
+"""Expired keys one purge transaction deletes at most (PostgreSQL holds a lock on each)."""
+
+WRITTEN_INDEX = "CREATE INDEX IF NOT EXISTS {index} ON {table} ({key}, created_at)"
+"""The ``(key, created_at)`` index of schema version 2, as a migration template."""
+
 T = TypeVar("T")
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_MAX_CODE_POINT = 0x10FFFF
+_SURROGATES = range(0xD800, 0xE000)  # not characters: UTF-8 has none, so skip them
 
 
 def check_identifier(value: str, what: str = "table") -> str:
@@ -73,6 +114,31 @@ def check_identifier(value: str, what: str = "table") -> str:
             f"{what} must be a SQL identifier (letters, digits, underscore), got {value!r}"
         )
     return value
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The least string above every string starting with ``prefix``, in code-point order.
+
+    ``None`` when there is none (an empty prefix, or one of U+10FFFF only): every key from
+    ``prefix`` on then starts with it.
+    """
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if code <= _MAX_CODE_POINT:
+            if code in _SURROGATES:
+                code = _SURROGATES.stop
+            return "".join(chars) + chr(code)
+    return None
+
+
+def _index_name(table: str, suffix: str = "_written_idx") -> str:
+    """``<table><suffix>``, shortened with a hash to fit PostgreSQL's 63 bytes."""
+    name = table + suffix
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(table.encode()).hexdigest()[:8]
+    return f"{table[: 63 - len(suffix) - 9]}_{digest}{suffix}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,10 +178,14 @@ class Dialect:
     real: str
     """Type of ``created_at`` (double precision)."""
     key_collation: str
-    """Suffix making ``get_keys`` sort by code point (``''`` where that is the default)."""
+    """Suffix making ``key`` compare by code point (``''`` where that is the default); key
+    listing and the ``(key, created_at)`` index use it."""
     key_lock: str | None
     """Statement taking a transaction-scoped lock on one key (its one parameter), run first
     in every write; ``None`` where the transaction already serialises all writers."""
+    key_try_lock: str | None
+    """Like :attr:`key_lock` but never waiting: returns one row, true when it got the lock
+    (purges skip a key a writer holds; that writer deals with its expiry)."""
     schema_lock: str | None
     """Statement serialising schema creation between processes, run first; or ``None``."""
     ensure: tuple[tuple[str, str], ...]
@@ -129,6 +199,10 @@ class Dialect:
     write_version: str
     """Statement recording the version: written with ``{{version}}``, which :func:`sql_for`
     leaves as ``{version}`` for :func:`op_schema` to fill in."""
+    indexes_every_open: bool = False
+    """Create missing indexes on every open, not only when migrating: where that is cheap
+    and needs no privilege (SQLite), and the version cannot tell which tables were
+    migrated (SQLite records one version per file)."""
 
 
 @dataclass(frozen=True)
@@ -136,24 +210,35 @@ class Sql:
     """The statements of one table in one dialect."""
 
     table: str
+    index: str
+    key: str
     key_lock: str | None
+    key_try_lock: str | None
     schema_lock: str | None
     ensure: tuple[tuple[str, str], ...]
     table_exists: str
     read_version: str
     write_version: str
+    indexes_every_open: bool
     create: str
-    select_messages: str
+    indexes: tuple[str, ...]
     select_rows: str
+    select_entries: str
     select_positions: str
     select_at: str
     select_last: str
+    last_written: str
+    last_position: str
     count: str
     insert: str
     append: str
+    touch: str
     delete_key: str
     delete_at: str
-    keys: str
+    delete_head: str
+    keys_from: str
+    keys_between: str
+    expired_keys: str
 
 
 @lru_cache(maxsize=64)
@@ -168,14 +253,20 @@ def sql_for(dialect: Dialect, table: str, schema: str = "") -> Sql:
         return None if template is None else fill(template)
 
     t = dialect.table.format(**names)
+    index = f'"{_index_name(table)}"'
+    k = f"key{dialect.key_collation}"  # key as listing and the (key, created_at) index see it
     return Sql(
         table=t,
+        index=index,
+        key=k,
         key_lock=optional(dialect.key_lock),
+        key_try_lock=optional(dialect.key_try_lock),
         schema_lock=optional(dialect.schema_lock),
         ensure=tuple((fill(query), fill(statement)) for query, statement in dialect.ensure),
         table_exists=fill(dialect.table_exists),
         read_version=fill(dialect.read_version),
         write_version=fill(dialect.write_version),
+        indexes_every_open=dialect.indexes_every_open,
         create=fill(
             f"CREATE TABLE IF NOT EXISTS {t} ("
             f" {dialect.id_column},"
@@ -185,8 +276,9 @@ def sql_for(dialect: Dialect, table: str, schema: str = "") -> Sql:
             f" created_at {dialect.real} NOT NULL,"
             " UNIQUE (key, position))"
         ),
-        select_messages=fill(f"SELECT message FROM {t} WHERE key = ? ORDER BY position"),
+        indexes=(WRITTEN_INDEX.format(index=index, table=t, key=k),),
         select_rows=fill(f"SELECT message, created_at FROM {t} WHERE key = ? ORDER BY position"),
+        select_entries=fill(f"SELECT position, message FROM {t} WHERE key = ? ORDER BY position"),
         select_positions=fill(f"SELECT position FROM {t} WHERE key = ? ORDER BY position"),
         select_at=fill(
             f"SELECT position, message FROM {t} WHERE key = ? ORDER BY position LIMIT 1 OFFSET ?"
@@ -194,6 +286,8 @@ def sql_for(dialect: Dialect, table: str, schema: str = "") -> Sql:
         select_last=fill(
             f"SELECT position, message FROM {t} WHERE key = ? ORDER BY position DESC LIMIT 1"
         ),
+        last_written=fill(f"SELECT MAX(created_at) FROM {t} WHERE {k} = ?"),
+        last_position=fill(f"SELECT MAX(position) FROM {t} WHERE key = ?"),
         count=fill(f"SELECT COUNT(*) FROM {t} WHERE key = ?"),
         insert=fill(f"INSERT INTO {t} (key, position, message, created_at) VALUES (?, ?, ?, ?)"),
         append=fill(
@@ -201,22 +295,45 @@ def sql_for(dialect: Dialect, table: str, schema: str = "") -> Sql:
             f" SELECT ?, COALESCE(MAX(position), {-POSITION_GAP}) + {POSITION_GAP}, ?, ?"
             f" FROM {t} WHERE key = ?"
         ),
+        touch=fill(
+            f"UPDATE {t} SET created_at = ? WHERE key = ?"
+            f" AND position = (SELECT MAX(position) FROM {t} WHERE key = ?)"
+        ),
         delete_key=fill(f"DELETE FROM {t} WHERE key = ?"),
         delete_at=fill(f"DELETE FROM {t} WHERE key = ? AND position = ?"),
-        keys=fill(f"SELECT DISTINCT key{dialect.key_collation} FROM {t} ORDER BY 1"),
+        delete_head=fill(f"DELETE FROM {t} WHERE key = ? AND position <= ?"),
+        keys_from=fill(
+            f"SELECT {k} FROM {t} WHERE {k} >= ?"
+            f" GROUP BY {k} HAVING MAX(created_at) >= ? ORDER BY 1"
+        ),
+        keys_between=fill(
+            f"SELECT {k} FROM {t} WHERE {k} >= ? AND {k} < ?"
+            f" GROUP BY {k} HAVING MAX(created_at) >= ? ORDER BY 1"
+        ),
+        expired_keys=fill(f"SELECT {k} FROM {t} GROUP BY {k} HAVING MAX(created_at) < ? LIMIT ?"),
     )
 
 
+@dataclass(frozen=True)
+class OpContext:
+    """What an operation works on besides its arguments: the statements of its table, how
+    messages are stored, and how long a conversation lives after its last write."""
+
+    sql: Sql
+    codec: MessageCodec = PLAIN
+    ttl: float | None = None
+
+    def expired(self, written: float | None, now: float) -> bool:
+        """Whether a key last written at ``written`` (``None``: no rows) is gone at ``now``."""
+        return self.ttl is not None and written is not None and written < now - self.ttl
+
+    def cutoff(self, now: float) -> float:
+        """The oldest last write a live key can have at ``now``."""
+        return -float("inf") if self.ttl is None else now - self.ttl
+
+
 # --------------------------------------------------------------------------------------------
-# Row <-> message conversion and positions.
-
-
-def _dump(message: ChatMessage) -> str:
-    return message.model_dump_json()
-
-
-def _load(text: str) -> ChatMessage:
-    return ChatMessage.model_validate_json(text)
+# Positions.
 
 
 def _insert_index(idx: int, n: int) -> int:
@@ -238,6 +355,16 @@ def _insert_position(positions: Sequence[int], k: int) -> int | None:
     return (low + high) // 2 if high - low > 1 else None
 
 
+def _head_positions(freed: Sequence[int], first_kept: int | None, count: int) -> list[int]:
+    """Positions for ``count`` messages put before ``first_kept`` (``None``: nothing kept),
+    in order: the last of the ``freed`` positions of dropped rows, else just below."""
+    if count <= len(freed):
+        return list(freed[len(freed) - count :])
+    if first_kept is None:
+        first_kept = freed[-1] + POSITION_GAP if freed else count * POSITION_GAP
+    return [first_kept - (count - i) * POSITION_GAP for i in range(count)]
+
+
 # --------------------------------------------------------------------------------------------
 # Operations.
 
@@ -246,7 +373,9 @@ def op_schema(sql: Sql, version: int, migrations: Mapping[int, Sequence[str]]) -
     """Create or migrate the table; returns the version found (newer ones are left alone).
 
     ``migrations`` maps a version N to the statements bringing an existing table from N-1
-    to N (``{table}`` is substituted).  A new table is created in the newest layout.
+    to N; they may name ``{table}`` (quoted, qualified), ``{index}`` (the name of the
+    ``(key, created_at)`` index) and ``{key}`` (``key`` with the dialect's collation).  A
+    new table is created in the newest layout, indexes included.
     """
     if sql.schema_lock is not None:
         yield Stmt(sql.schema_lock)
@@ -260,39 +389,65 @@ def op_schema(sql: Sql, version: int, migrations: Mapping[int, Sequence[str]]) -
     if (yield Stmt(sql.table_exists)):
         for step in range(found + 1, version + 1):
             for statement in migrations.get(step, ()):
-                yield Stmt(statement.format(table=sql.table))
+                yield Stmt(statement.format(table=sql.table, index=sql.index, key=sql.key))
+        if sql.indexes_every_open:
+            for statement in sql.indexes:
+                yield Stmt(statement)
     else:
         yield Stmt(sql.create)
+        for statement in sql.indexes:
+            yield Stmt(statement)
     if found < version:
         yield Stmt(sql.write_version.format(version=version))
     return found
 
 
-def _lock(sql: Sql, key: str) -> Op[None]:
-    if sql.key_lock is not None:
-        yield Stmt(sql.key_lock, (key,))
+def _lock(ctx: OpContext, *keys: str) -> Op[None]:
+    """Lock ``keys`` in sorted order, so that two writers never wait for each other."""
+    if ctx.sql.key_lock is not None:
+        for key in sorted(set(keys)):
+            yield Stmt(ctx.sql.key_lock, (key,))
 
 
-def op_get(sql: Sql, key: str) -> Op[list[ChatMessage]]:
-    """Messages of ``key`` in order."""
-    rows = yield Stmt(sql.select_messages, (key,))
-    return [_load(row[0]) for row in rows]
+def _begin(ctx: OpContext, now: float, *keys: str) -> Op[None]:
+    """Start a write to ``keys``: lock them, and delete the rows of those past their TTL
+    (a write to an expired conversation starts a fresh one)."""
+    yield from _lock(ctx, *keys)
+    if ctx.ttl is None:
+        return
+    for key in keys:
+        rows = yield Stmt(ctx.sql.last_written, (key,))
+        if rows and ctx.expired(rows[0][0], now):
+            yield Stmt(ctx.sql.delete_key, (key,))
 
 
-def op_set(sql: Sql, key: str, messages: Sequence[ChatMessage]) -> Op[None]:
+def _touch(ctx: OpContext, key: str, now: float) -> Op[None]:
+    """Record a write that added no row: the key's last row takes the time (see TTL)."""
+    yield Stmt(ctx.sql.touch, (now, key, key))
+
+
+def op_get(ctx: OpContext, key: str) -> Op[list[ChatMessage]]:
+    """Messages of ``key`` in order (``[]`` once expired)."""
+    rows = yield Stmt(ctx.sql.select_rows, (key,))
+    if not rows or ctx.expired(max(row[1] for row in rows), time.time()):
+        return []
+    return [ctx.codec.decode(row[0]) for row in rows]
+
+
+def op_set(ctx: OpContext, key: str, messages: Sequence[ChatMessage]) -> Op[None]:
     """Replace the messages of ``key``."""
     now = time.time()
-    data = [(key, i * POSITION_GAP, _dump(m), now) for i, m in enumerate(messages)]
-    yield from _lock(sql, key)
-    yield Stmt(sql.delete_key, (key,))
+    data = [(key, i * POSITION_GAP, ctx.codec.encode(m), now) for i, m in enumerate(messages)]
+    yield from _lock(ctx, key)
+    yield Stmt(ctx.sql.delete_key, (key,))
     if data:
-        yield Stmt(sql.insert, data, many=True)
+        yield Stmt(ctx.sql.insert, data, many=True)
 
 
-def op_add(sql: Sql, key: str, message: ChatMessage, idx: int | None) -> Op[None]:
+def op_add(ctx: OpContext, key: str, message: ChatMessage, idx: int | None) -> Op[None]:
     """Append ``message``, or insert it at ``idx`` like ``list.insert``."""
-    text, now = _dump(message), time.time()
-    yield from _lock(sql, key)
+    sql, text, now = ctx.sql, ctx.codec.encode(message), time.time()
+    yield from _begin(ctx, now, key)
     if idx is None:
         yield Stmt(sql.append, (key, text, now, key))
         return
@@ -310,46 +465,115 @@ def op_add(sql: Sql, key: str, message: ChatMessage, idx: int | None) -> Op[None
     yield Stmt(sql.insert, renumbered, many=True)
 
 
-def _pop(sql: Sql, key: str, rows: list[Any]) -> Op[ChatMessage | None]:
+def _pop(ctx: OpContext, key: str, rows: list[Any], now: float) -> Op[ChatMessage | None]:
     if not rows:
         return None
     position, text = rows[0]
-    yield Stmt(sql.delete_at, (key, position))
-    return _load(text)
+    yield Stmt(ctx.sql.delete_at, (key, position))
+    yield from _touch(ctx, key, now)
+    return ctx.codec.decode(text)
 
 
-def op_delete_at(sql: Sql, key: str, idx: int) -> Op[ChatMessage | None]:
+def op_delete_at(ctx: OpContext, key: str, idx: int) -> Op[ChatMessage | None]:
     """Delete and return the ``idx``-th message (list semantics), or ``None``."""
-    yield from _lock(sql, key)
+    now = time.time()
+    yield from _begin(ctx, now, key)
     if idx < 0:
-        idx += (yield Stmt(sql.count, (key,)))[0][0]
+        idx += (yield Stmt(ctx.sql.count, (key,)))[0][0]
         if idx < 0:
             return None
-    rows = yield Stmt(sql.select_at, (key, idx))
-    return (yield from _pop(sql, key, rows))
+    rows = yield Stmt(ctx.sql.select_at, (key, idx))
+    return (yield from _pop(ctx, key, rows, now))
 
 
-def op_delete_last(sql: Sql, key: str) -> Op[ChatMessage | None]:
+def op_delete_last(ctx: OpContext, key: str) -> Op[ChatMessage | None]:
     """Delete and return the last message, or ``None``."""
-    yield from _lock(sql, key)
-    rows = yield Stmt(sql.select_last, (key,))
-    return (yield from _pop(sql, key, rows))
+    now = time.time()
+    yield from _begin(ctx, now, key)
+    rows = yield Stmt(ctx.sql.select_last, (key,))
+    return (yield from _pop(ctx, key, rows, now))
 
 
-def op_delete_key(sql: Sql, key: str) -> Op[list[ChatMessage] | None]:
+def op_delete_key(ctx: OpContext, key: str) -> Op[list[ChatMessage] | None]:
     """Delete and return every message of ``key``, or ``None`` for an unknown key."""
-    yield from _lock(sql, key)
-    rows = yield Stmt(sql.select_messages, (key,))
+    yield from _begin(ctx, time.time(), key)
+    rows = yield Stmt(ctx.sql.select_rows, (key,))
     if not rows:
         return None
-    yield Stmt(sql.delete_key, (key,))
-    return [_load(row[0]) for row in rows]
+    yield Stmt(ctx.sql.delete_key, (key,))
+    return [ctx.codec.decode(row[0]) for row in rows]
 
 
-def op_keys(sql: Sql) -> Op[list[str]]:
-    """Keys holding messages, sorted."""
-    rows = yield Stmt(sql.keys)
+def op_keys(ctx: OpContext, prefix: str = "") -> Op[list[str]]:
+    """Live keys starting with ``prefix``, in code-point order, from an index range."""
+    cutoff, end = ctx.cutoff(time.time()), prefix_end(prefix)
+    if end is None:
+        rows = yield Stmt(ctx.sql.keys_from, (prefix, cutoff))
+    else:
+        rows = yield Stmt(ctx.sql.keys_between, (prefix, end, cutoff))
     return [str(row[0]) for row in rows]
+
+
+def op_edit_head(
+    ctx: OpContext, key: str, plan: EditPlan, archive_key: str | None
+) -> Op[list[ChatMessage]]:
+    """Apply ``plan`` to the head of ``key`` (see ``HistoryStore.edit_head``); returns the
+    removed messages, which go to the end of ``archive_key`` when one is given.  A key
+    without messages is left alone (``plan`` is not called)."""
+    sql, now = ctx.sql, time.time()
+    check_archive_key(key, archive_key)
+    yield from _begin(ctx, now, key, *([] if archive_key is None else [archive_key]))
+    rows = yield Stmt(sql.select_entries, (key,))
+    if not rows:
+        return []
+    messages = [ctx.codec.decode(text) for _, text in rows]
+    edit = plan(list(messages))
+    if edit is None:
+        return []
+    drop = head_drop(edit, len(rows))
+    inserts = [ctx.codec.encode(message) for message in edit.insert]
+    if not drop and not inserts:
+        return []
+    dropped, kept = rows[:drop], rows[drop:]
+    if dropped:
+        yield Stmt(sql.delete_head, (key, dropped[-1][0]))
+    if inserts:
+        freed = [position for position, _ in dropped]
+        positions = _head_positions(freed, kept[0][0] if kept else None, len(inserts))
+        data = [(key, p, text, now) for p, text in zip(positions, inserts, strict=True)]
+        yield Stmt(sql.insert, data, many=True)
+    else:
+        yield from _touch(ctx, key, now)
+    if archive_key is not None and dropped:
+        last = (yield Stmt(sql.last_position, (archive_key,)))[0][0]
+        start = POSITION_GAP + (-POSITION_GAP if last is None else last)
+        data = [
+            (archive_key, start + i * POSITION_GAP, text, now)
+            for i, (_, text) in enumerate(dropped)
+        ]
+        yield Stmt(sql.insert, data, many=True)
+    return messages[:drop]
+
+
+def op_purge(ctx: OpContext, limit: int = PURGE_BATCH) -> Op[tuple[int, int]]:
+    """Delete up to ``limit`` expired keys; returns (expired keys found, keys deleted).
+
+    A key is checked again under its lock before it goes; a key another writer holds is
+    skipped (that writer deletes it, if it is still expired).
+    """
+    if ctx.ttl is None:
+        return 0, 0
+    sql, now = ctx.sql, time.time()
+    found = yield Stmt(sql.expired_keys, (ctx.cutoff(now), limit))
+    purged = 0
+    for (key,) in found:
+        if sql.key_try_lock is not None and not (yield Stmt(sql.key_try_lock, (key,)))[0][0]:
+            continue
+        rows = yield Stmt(sql.last_written, (key,))
+        if rows and ctx.expired(rows[0][0], now):
+            yield Stmt(sql.delete_key, (key,))
+            purged += 1
+    return len(found), purged
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,13 +606,14 @@ async def arun_op(op: Op[T], execute: Callable[[Stmt], Awaitable[list[Any]]]) ->
 # The chat-store API, on any backend that can run an operation in a transaction.
 
 
-class SqlChatStore(ClosableStore, BaseChatStore):
-    """``BaseChatStore`` on the operations above, sync and async.
+class SqlChatStore(ClosableStore, HistoryChatStore):
+    """``BaseChatStore`` and ``HistoryStore`` on the operations above, sync and async.
 
     Indices follow Python list semantics: ``delete_message(key, 1)`` removes the second
     message in order and returns it, ``-1`` is the last one, an index out of range returns
     ``None``, and ``add_message(key, m, idx=i)`` behaves like ``list.insert(i, m)``.  A key
     with no messages does not exist: ``get_messages`` gives ``[]`` and ``get_keys`` omits it.
+    With ``ttl``, a write first purges expired keys, at most once per ``min(ttl, 60 s)``.
 
     Subclasses provide the statement set (``_sql``), and run an operation in one transaction
     with ``_run`` (sync) and ``_arun`` (async); ``write`` tells whether it writes.
@@ -409,64 +634,118 @@ class SqlChatStore(ClosableStore, BaseChatStore):
     @abstractmethod
     async def _arun(self, make_op: Callable[[], Op[T]], *, write: bool) -> T: ...
 
+    @property
+    def _ctx(self) -> OpContext:
+        return OpContext(self._sql, self.codec, self.ttl)
+
+    def _read(self, make_op: Callable[[OpContext], Op[T]]) -> T:
+        ctx = self._ctx
+        return self._run(lambda: make_op(ctx), write=False)
+
+    def _write(self, make_op: Callable[[OpContext], Op[T]]) -> T:
+        if self._purge_due():
+            self.purge_expired()
+        ctx = self._ctx
+        return self._run(lambda: make_op(ctx), write=True)
+
+    async def _aread(self, make_op: Callable[[OpContext], Op[T]]) -> T:
+        ctx = self._ctx
+        return await self._arun(lambda: make_op(ctx), write=False)
+
+    async def _awrite(self, make_op: Callable[[OpContext], Op[T]]) -> T:
+        if self._purge_due():
+            await self.apurge_expired()
+        ctx = self._ctx
+        return await self._arun(lambda: make_op(ctx), write=True)
+
     # sync ------------------------------------------------------------------------------------
 
     def set_messages(self, key: str, messages: list[ChatMessage]) -> None:
         """Replace the messages of ``key`` (an empty list removes the key)."""
-        self._run(lambda: op_set(self._sql, key, messages), write=True)
+        self._write(lambda ctx: op_set(ctx, key, messages))
 
     def get_messages(self, key: str) -> list[ChatMessage]:
-        """Messages of ``key`` in order; ``[]`` for an unknown key."""
-        return self._run(lambda: op_get(self._sql, key), write=False)
+        """Messages of ``key`` in order; ``[]`` for an unknown or expired key."""
+        return self._read(lambda ctx: op_get(ctx, key))
 
     def add_message(self, key: str, message: ChatMessage, idx: int | None = None) -> None:
         """Append ``message`` to ``key``, or insert it at ``idx`` like ``list.insert``."""
-        self._run(lambda: op_add(self._sql, key, message, idx), write=True)
+        self._write(lambda ctx: op_add(ctx, key, message, idx))
 
     def delete_messages(self, key: str) -> list[ChatMessage] | None:
         """Delete every message of ``key``; returns them, or ``None`` for an unknown key."""
-        return self._run(lambda: op_delete_key(self._sql, key), write=True)
+        return self._write(lambda ctx: op_delete_key(ctx, key))
 
     def delete_message(self, key: str, idx: int) -> ChatMessage | None:
         """Delete the ``idx``-th message of ``key`` in order and return it (``None`` if absent)."""
-        return self._run(lambda: op_delete_at(self._sql, key, idx), write=True)
+        return self._write(lambda ctx: op_delete_at(ctx, key, idx))
 
     def delete_last_message(self, key: str) -> ChatMessage | None:
         """Delete the last message of ``key`` and return it (``None`` if there is none)."""
-        return self._run(lambda: op_delete_last(self._sql, key), write=True)
+        return self._write(lambda ctx: op_delete_last(ctx, key))
 
-    def get_keys(self) -> list[str]:
-        """Keys holding at least one message, sorted."""
-        return self._run(lambda: op_keys(self._sql), write=False)
+    def get_keys(self, prefix: str = "") -> list[str]:
+        """Keys starting with ``prefix`` that hold messages, in code-point order."""
+        return self._read(lambda ctx: op_keys(ctx, prefix))
+
+    def edit_head(
+        self, key: str, plan: EditPlan, *, archive_key: str | None = None
+    ) -> list[ChatMessage]:
+        """Apply ``plan`` to the head of ``key`` in one transaction (see ``HistoryStore``)."""
+        return self._write(lambda ctx: op_edit_head(ctx, key, plan, archive_key))
+
+    def purge_expired(self) -> int:
+        """Delete the conversations past their TTL now; returns how many went."""
+        ctx, total = self._ctx, 0
+        while True:
+            found, purged = self._run(lambda: op_purge(ctx), write=True)
+            total += purged
+            if found < PURGE_BATCH or not purged:
+                return total
 
     # async -----------------------------------------------------------------------------------
 
     async def aset_messages(self, key: str, messages: list[ChatMessage]) -> None:
         """Async :meth:`set_messages`."""
-        await self._arun(lambda: op_set(self._sql, key, messages), write=True)
+        await self._awrite(lambda ctx: op_set(ctx, key, messages))
 
     async def aget_messages(self, key: str) -> list[ChatMessage]:
         """Async :meth:`get_messages`."""
-        return await self._arun(lambda: op_get(self._sql, key), write=False)
+        return await self._aread(lambda ctx: op_get(ctx, key))
 
     async def async_add_message(
         self, key: str, message: ChatMessage, idx: int | None = None
     ) -> None:
         """Async :meth:`add_message` (LlamaIndex names it ``async_add_message``)."""
-        await self._arun(lambda: op_add(self._sql, key, message, idx), write=True)
+        await self._awrite(lambda ctx: op_add(ctx, key, message, idx))
 
     async def adelete_messages(self, key: str) -> list[ChatMessage] | None:
         """Async :meth:`delete_messages`."""
-        return await self._arun(lambda: op_delete_key(self._sql, key), write=True)
+        return await self._awrite(lambda ctx: op_delete_key(ctx, key))
 
     async def adelete_message(self, key: str, idx: int) -> ChatMessage | None:
         """Async :meth:`delete_message`."""
-        return await self._arun(lambda: op_delete_at(self._sql, key, idx), write=True)
+        return await self._awrite(lambda ctx: op_delete_at(ctx, key, idx))
 
     async def adelete_last_message(self, key: str) -> ChatMessage | None:
         """Async :meth:`delete_last_message`."""
-        return await self._arun(lambda: op_delete_last(self._sql, key), write=True)
+        return await self._awrite(lambda ctx: op_delete_last(ctx, key))
 
-    async def aget_keys(self) -> list[str]:
+    async def aget_keys(self, prefix: str = "") -> list[str]:
         """Async :meth:`get_keys`."""
-        return await self._arun(lambda: op_keys(self._sql), write=False)
+        return await self._aread(lambda ctx: op_keys(ctx, prefix))
+
+    async def aedit_head(
+        self, key: str, plan: EditPlan, *, archive_key: str | None = None
+    ) -> list[ChatMessage]:
+        """Async :meth:`edit_head`."""
+        return await self._awrite(lambda ctx: op_edit_head(ctx, key, plan, archive_key))
+
+    async def apurge_expired(self) -> int:
+        """Async :meth:`purge_expired`."""
+        ctx, total = self._ctx, 0
+        while True:
+            found, purged = await self._arun(lambda: op_purge(ctx), write=True)
+            total += purged
+            if found < PURGE_BATCH or not purged:
+                return total

@@ -1,22 +1,29 @@
 """SQLite chat store: the embedded default for conversation history.
 
-:class:`SQLiteChatStore` implements LlamaIndex's ``BaseChatStore`` on one SQLite table, with
-synchronous methods on :mod:`sqlite3` and asynchronous ones on :mod:`aiosqlite`.
+:class:`SQLiteChatStore` implements LlamaIndex's ``BaseChatStore`` and aof-index's
+``HistoryStore`` on one SQLite table, with synchronous methods on :mod:`sqlite3` and
+asynchronous ones on :mod:`aiosqlite`.
 
 Layout: one row per message, ``(key, position, message, created_at)``, where ``message`` is
-``ChatMessage.model_dump_json()`` and ``created_at`` is Unix time in seconds (the hook for
-``spec.conversational.ttl``).  ``position`` is a sparse integer: appends take the last
-position plus :data:`POSITION_GAP`, an insert in the middle takes the midpoint of its two
-neighbours, and only when two neighbours are adjacent is the key renumbered.  The index
-``idx`` that the chat-store API speaks of is the rank in ``ORDER BY position``, never a row
-id, so deletes leave gaps that nothing has to close (LlamaIndex's own ``SQLiteChatStore``
-treats ``idx`` as a row id and deletes the wrong message).
+the text the store's ``codec`` makes of the message (``ChatMessage.model_dump_json()`` by
+default; compressed and/or encrypted under a prefix otherwise, and rows of any codec stay
+readable) and ``created_at`` is Unix time in seconds.  ``position`` is a sparse integer:
+appends take the last position plus :data:`POSITION_GAP`, an insert in the middle takes the
+midpoint of its two neighbours, and only when two neighbours are adjacent is the key
+renumbered.  The index ``idx`` that the chat-store API speaks of is the rank in
+``ORDER BY position``, never a row id, so deletes leave gaps that nothing has to close
+(LlamaIndex's own ``SQLiteChatStore`` treats ``idx`` as a row id and deletes the wrong
+message).  An index on ``(key, created_at)`` (schema version 2) serves ``get_keys(prefix)``
+(an index range; SQLite compares text by its UTF-8 bytes, i.e. by code point), the TTL
+(a conversation expires ``ttl`` seconds after the newest ``created_at`` of its rows, see
+:mod:`aof_index.memory.sql_ops`) and purges.
 
 Concurrency: every write runs in one ``BEGIN IMMEDIATE`` transaction, so writers from any
 number of threads, tasks and processes are serialised by SQLite's own lock (waiting up to
-``busy_timeout_ms``) and never lose or duplicate a message.  Within a process, one sqlite3
-connection (guarded by a thread lock) serves the sync methods and one aiosqlite connection
-(guarded by an asyncio lock) serves the async ones.
+``busy_timeout_ms``) and never lose or duplicate a message; ``edit_head`` reads, plans and
+rewrites the head (and appends to the archive key) inside one such transaction.  Within a
+process, one sqlite3 connection (guarded by a thread lock) serves the sync methods and one
+aiosqlite connection (guarded by an asyncio lock) serves the async ones.
 
 The SQL and the logic of every operation are written once, in
 :mod:`aof_index.memory.sql_ops` (shared with the PostgreSQL store), as generators that yield
@@ -52,6 +59,7 @@ from llama_index.core.bridge.pydantic import (
 from aof_index.errors import BackendUnavailableError
 from aof_index.memory.sql_ops import (
     POSITION_GAP,
+    WRITTEN_INDEX,
     Dialect,
     Op,
     Sql,
@@ -65,22 +73,29 @@ from aof_index.memory.sql_ops import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-"""Schema version written to ``PRAGMA user_version``; bump it and add a migration below."""
+SCHEMA_VERSION = 2
+"""Schema version written to ``PRAGMA user_version``; bump it and add a migration below.
+
+1: the messages table; 2: its ``(key, created_at)`` index."""
 
 JournalMode = Literal["DELETE", "TRUNCATE", "PERSIST", "MEMORY", "WAL", "OFF"]
 """SQLite journal modes accepted by ``spec.backend.sqlite.journalMode``."""
 
 _JOURNAL_MODES: tuple[str, ...] = ("DELETE", "TRUNCATE", "PERSIST", "MEMORY", "WAL", "OFF")
+_SQLITE_BUSY = 5  # primary result code; SQLite returns it at once, without its busy handler,
+# when processes race to put a new file in WAL mode or one recovers the WAL
 _SQLITE_LOCKED = 6  # primary result code; shared-cache in-memory databases return it at once
 _MAX_RETRY_DELAY_S = 0.05
 
 # Migration hook: statements that bring an existing table from version N-1 to N, keyed by N
-# ({table} is substituted).  Version 1 is the CREATE TABLE itself, which always creates the
-# newest layout, so a new table skips migrations.  user_version belongs to the whole file:
-# when a file may hold several chat tables, a migration has to be safe to run on a table
-# that is already up to date (or find every chat table in sqlite_master itself).
-_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+# ({table}, {index} and {key} are substituted, see op_schema).  Version 1 is the CREATE
+# TABLE itself, which always creates the newest layout, so a new table skips migrations.
+# user_version belongs to the whole file: when a file may hold several chat tables, a
+# migration has to be safe to run on a table that is already up to date (or find every chat
+# table in sqlite_master itself).  Indexes are also ensured on every open (the dialect's
+# indexes_every_open), so a second table of a file another table brought to version 2
+# gets its index too.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {2: (WRITTEN_INDEX,)}
 
 _DIALECT = Dialect(
     placeholder="?",
@@ -90,11 +105,13 @@ _DIALECT = Dialect(
     real="REAL",
     key_collation="",  # SQLite compares TEXT by its bytes: code-point order
     key_lock=None,  # BEGIN IMMEDIATE already serialises every writer of the file
+    key_try_lock=None,  # likewise
     schema_lock=None,  # likewise
     ensure=(),
     table_exists="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{table}'",
     read_version="PRAGMA user_version",
     write_version="PRAGMA user_version = {{version}}",
+    indexes_every_open=True,
 )
 
 T = TypeVar("T")
@@ -111,15 +128,18 @@ def _op_configure(journal_mode: str, busy_timeout_ms: int) -> Op[str]:
 
 
 def _is_locked(exc: sqlite3.Error) -> bool:
-    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_LOCKED
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
 class _Backoff:
-    """Retry schedule for SQLITE_LOCKED, which SQLite's busy handler does not wait on.
+    """Retry schedule for the contention SQLite's busy handler does not wait on.
 
     Connections to one shared-cache in-memory database lock each other per table and get
-    SQLITE_LOCKED at once instead of waiting, so the drivers retry the whole transaction
-    until ``busy_timeout_ms`` has passed.
+    SQLITE_LOCKED at once instead of waiting, and processes opening a new file together get
+    SQLITE_BUSY at once while one of them switches it to WAL; so the drivers retry the
+    whole transaction (rolled back first) until ``busy_timeout_ms`` has passed.  A busy
+    wait that SQLite's own handler already spent ``busy_timeout_ms`` on ends the schedule,
+    since both share one deadline.
     """
 
     def __init__(self, timeout_ms: int) -> None:
@@ -187,7 +207,8 @@ def _retrieve_outcome(task: asyncio.Task[Any]) -> None:
 class SQLiteChatStore(SqlChatStore):
     """Chat history in SQLite: a file on disk, or an in-memory database.
 
-    Implements the whole ``BaseChatStore`` contract, sync and async.  Indices follow Python
+    Implements the whole ``BaseChatStore`` contract and ``HistoryStore`` (``codec``, ``ttl``,
+    ``get_keys(prefix)``, ``edit_head``, ``purge_expired``), sync and async.  Indices follow Python
     list semantics: ``delete_message(key, 1)`` removes the second message in order and
     returns it, ``-1`` is the last one, an index out of range returns ``None``, and
     ``add_message(key, m, idx=i)`` behaves like ``list.insert(i, m)``.  A key with no
@@ -204,7 +225,7 @@ class SQLiteChatStore(SqlChatStore):
 
     Example::
 
-        store = SQLiteChatStore(path="~/.local/share/aof/chat.db")
+        store = SQLiteChatStore(path="~/.local/share/aof/chat.db", ttl=7 * 86400)
         store.add_message("session-1", ChatMessage(role="user", content="hi"))
     """
 
@@ -454,7 +475,7 @@ class SQLiteChatStore(SqlChatStore):
         )
         # aiosqlite's worker thread is not a daemon: an unclosed store would keep the
         # interpreter from exiting.  SQLite's journal keeps the file consistent regardless.
-        worker = getattr(conn, "_thread", None)
+        worker = getattr(conn, "_thread", conn)  # aiosqlite 0.21: the connection is the thread
         if isinstance(worker, threading.Thread):
             worker.daemon = True
         try:

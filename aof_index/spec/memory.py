@@ -401,6 +401,18 @@ class MemoryEncryption(SpecModel):
     in_transit: bool = True
     key_secret_ref: SecretRef | None = None
 
+    @model_validator(mode="after")
+    def _key_for_at_rest(self) -> MemoryEncryption:
+        # atRest defaults to true; only a manifest that asks for it explicitly needs a key.
+        if "at_rest" in self.model_fields_set and self.at_rest and self.key_secret_ref is None:
+            raise spec_error(
+                "keySecretRef",
+                "atRest is true but no keySecretRef names the encryption key; add "
+                "keySecretRef {name, key} of a Secret holding a key made by "
+                "`aof-index memory keygen`, or set atRest: false",
+            )
+        return self
+
 
 class RbacRule(SpecModel):
     """One entry of ``access.rbac.rules``."""

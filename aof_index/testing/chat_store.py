@@ -1,59 +1,119 @@
 """Contract that every chat store of aof-index passes, and that third-party ones can run.
 
 Subclass :class:`ChatStoreContract` in a test module, name the subclass ``Test...`` and give
-it a ``store`` fixture that returns a fresh, empty store (and closes it afterwards)::
+it three fixtures::
 
-        from aof_index.testing import ChatStoreContract
+    from aof_index.testing import ChatStoreContract, store_factory
 
     class TestMyChatStore(ChatStoreContract):
         @pytest.fixture
-        def store(self, tmp_path):
-            store = MyChatStore(path=tmp_path / "chat.db")
-            yield store
-            store.close()
+        def make_store(self, tmp_path):  # store_factory closes the stores afterwards
+            yield from store_factory(lambda **options: MyChatStore(path=..., **options))
 
-The contract is LlamaIndex's ``BaseChatStore`` made precise:
+        @pytest.fixture
+        def store(self, make_store):
+            return make_store()
+
+        @pytest.fixture
+        def stored_texts(self, tmp_path):
+            def read(store, key):  # what the backend holds, read around the store
+                conn = sqlite3.connect(tmp_path / "chat.db")
+                rows = conn.execute("SELECT message FROM ... WHERE key = ?", (key,)).fetchall()
+                conn.close()
+                return [text for (text,) in rows]
+
+            return read
+
+- ``make_store(**options)`` returns a store with the given options (``codec=``, ``ttl=``)
+  over this test's data: every call of one test opens the same file, table, schema or
+  key prefix (a process-local store, such as an in-memory one, is fresh on every call);
+  the fixture closes them afterwards;
+- ``store`` is a fresh, empty store (``make_store()``);
+- ``stored_texts(store, key)`` gives the texts the backend holds for ``key``, in order, read
+  without the store where the backend allows (sqlite3, psycopg, redis-py), so a test can
+  see what is at rest.
+
+The contract is LlamaIndex's ``BaseChatStore`` made precise, plus
+:class:`~aof_index.memory.edit.HistoryStore`:
 
 - indices are Python list indices: ``add_message(key, m, idx=i)`` behaves like
   ``list.insert(i, m)``; ``delete_message(key, i)`` removes the ``i``-th message in order
   (``-1`` is the last) and returns it, or returns ``None`` when ``i`` is out of range;
 - unknown keys give ``[]`` from ``get_messages`` and ``None`` from every delete;
 - a key without messages does not exist (``get_keys`` omits it);
-- messages round-trip exactly (``model_dump()`` equal), tool calls included;
+- messages round-trip exactly (``model_dump()`` equal), tool calls included, under every
+  codec (each compression algorithm, encryption), and are compressed and encrypted at rest
+  as the codec says; a row encrypted with another key raises ``DecodeError``; a message
+  over the codec's ``max_bytes`` raises ``MessageTooLargeError`` and writes nothing;
+- with ``ttl``, a conversation expires ``ttl`` seconds after its last write (any write):
+  reads give ``[]``, ``get_keys`` omits it, ``purge_expired`` deletes it and counts it, and
+  a write starts it afresh (the old messages never come back);
+- ``get_keys(prefix)`` gives the keys starting with ``prefix`` in code-point order;
+- ``edit_head(key, plan, archive_key=...)`` removes the first ``drop`` messages (clamped),
+  puts ``insert`` before the rest and appends the removed ones to the archive (a key
+  without messages is left alone, ``plan`` is not called), atomically:
+  with tasks and threads appending while others edit, archive + remaining hold every
+  message exactly once, each writer's in its order;
 - each async method (``aset_messages``, ``aget_messages``, ``async_add_message``,
-  ``adelete_messages``, ``adelete_message``, ``adelete_last_message``, ``aget_keys``) gives
-  what its sync twin gives, and concurrent writers never lose or duplicate a message;
-- :class:`SharedChatStoreContract` adds the cross-process case for stores whose data
-  outlives the process (a file, a server): two processes appending to one key (each with a
-  pickled copy of the store, started with ``multiprocessing``'s spawn method) lose nothing
-  and keep each one's messages in its order.  Process-local stores (in-memory ones)
-  subclass :class:`ChatStoreContract` only.
+  ``adelete_messages``, ``adelete_message``, ``adelete_last_message``, ``aget_keys``,
+  ``aedit_head``, ``apurge_expired``) gives what its sync twin gives, and concurrent
+  writers never lose or duplicate a message;
+- the codec stays out of ``repr``, ``to_dict`` and ``to_json`` and survives pickling;
+- :class:`SharedChatStoreContract` adds the cases for stores whose data outlives the process
+  (a file, a server): two processes appending to one key (each with a pickled copy of the
+  store, started with ``multiprocessing``'s spawn method) lose nothing and keep each one's
+  messages in its order; a process editing heads while another appends loses nothing; and
+  stores opened on the same data with other codecs read what the others wrote (plain rows
+  after compression or encryption is turned on, compressed rows without it, old keys after
+  a rotation).  Process-local stores (in-memory ones) subclass :class:`ChatStoreContract`
+  only.
 
 The tests are synchronous and drive the async methods with ``asyncio.run``, so the suite
-needs no asyncio plugin.  It is written for pytest (a development dependency of aof-index:
-collection by name, the ``store`` fixture) but imports nothing from it, so importing this
-module is safe in a production install.
+needs no asyncio plugin; each TTL test sleeps for up to about two seconds.  It is written for
+pytest (a development dependency of aof-index: collection by name, the fixtures) but
+imports nothing from it, so importing this module is safe in a production install.
 """
 
 from __future__ import annotations
 
-__all__ = ["ChatStore", "ChatStoreContract", "SharedChatStoreContract"]
+__all__ = [
+    "NEEDLE",
+    "ChatStore",
+    "ChatStoreContract",
+    "MakeStore",
+    "SharedChatStoreContract",
+    "StoredTexts",
+    "store_factory",
+]
 
 import asyncio
 import multiprocessing
 import pickle
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from llama_index.core.llms import ChatMessage, ImageBlock, MessageRole, TextBlock
 
+from aof_index.memory.codec import (
+    DecodeError,
+    MessageCodec,
+    MessageTooLargeError,
+    generate_key,
+    parse_keys,
+)
+from aof_index.memory.edit import EditPlan, HeadEdit, HistoryStore
+
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 class ChatStore(Protocol):
-    """The chat-store surface the contract exercises (``BaseChatStore`` plus ``idx``)."""
+    """The chat-store surface the contract exercises (``BaseChatStore`` with ``idx``, and
+    ``HistoryStore``)."""
+
+    codec: MessageCodec
 
     def set_messages(self, key: str, messages: list[ChatMessage]) -> None: ...
     def get_messages(self, key: str) -> list[ChatMessage]: ...
@@ -61,7 +121,11 @@ class ChatStore(Protocol):
     def delete_messages(self, key: str) -> list[ChatMessage] | None: ...
     def delete_message(self, key: str, idx: int) -> ChatMessage | None: ...
     def delete_last_message(self, key: str) -> ChatMessage | None: ...
-    def get_keys(self) -> list[str]: ...
+    def get_keys(self, prefix: str = "") -> list[str]: ...
+    def edit_head(
+        self, key: str, plan: EditPlan, *, archive_key: str | None = None
+    ) -> list[ChatMessage]: ...
+    def purge_expired(self) -> int: ...
     async def aset_messages(self, key: str, messages: list[ChatMessage]) -> None: ...
     async def aget_messages(self, key: str) -> list[ChatMessage]: ...
     async def async_add_message(
@@ -70,7 +134,38 @@ class ChatStore(Protocol):
     async def adelete_messages(self, key: str) -> list[ChatMessage] | None: ...
     async def adelete_message(self, key: str, idx: int) -> ChatMessage | None: ...
     async def adelete_last_message(self, key: str) -> ChatMessage | None: ...
-    async def aget_keys(self) -> list[str]: ...
+    async def aget_keys(self, prefix: str = "") -> list[str]: ...
+    async def aedit_head(
+        self, key: str, plan: EditPlan, *, archive_key: str | None = None
+    ) -> list[ChatMessage]: ...
+    async def apurge_expired(self) -> int: ...
+
+
+MakeStore = Callable[..., ChatStore]
+"""The ``make_store`` fixture: ``make_store(codec=..., ttl=...)``."""
+
+StoredTexts = Callable[[ChatStore, str], list[str]]
+"""The ``stored_texts`` fixture: ``stored_texts(store, key)``, the texts at rest."""
+
+NEEDLE = "web-7d9f CrashLoopBackOff"
+"""Text that must not be readable at rest once a codec compresses or encrypts (it has a
+space, which neither base64 alphabet has)."""
+
+
+def store_factory(make: Callable[..., S]) -> Iterator[Callable[..., S]]:
+    """Body of a ``make_store`` fixture (``yield from store_factory(...)``): yields ``make``,
+    and closes every store it made once the test is over."""
+    made: list[S] = []
+
+    def factory(**options: Any) -> S:
+        made.append(make(**options))
+        return made[-1]
+
+    yield factory
+    for store in made:
+        close = getattr(store, "close", None)
+        if callable(close):
+            close()
 
 
 def _msg(text: str, role: MessageRole = MessageRole.USER, **kwargs: Any) -> ChatMessage:
@@ -99,6 +194,27 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
         return await make()
 
     return asyncio.run(main())
+
+
+def _drop_first(messages: list[ChatMessage]) -> HeadEdit | None:
+    """Plan: move the oldest message out (to the archive, when the edit names one)."""
+    return HeadEdit(1) if messages else None
+
+
+def _fixed(drop: int, *texts: str) -> EditPlan:
+    """Plan: whatever the messages, drop ``drop`` and insert messages with ``texts``."""
+    return lambda messages: HeadEdit(drop, _msgs(*texts))
+
+
+async def _append_all(store: ChatStore, key: str, messages: Sequence[ChatMessage]) -> None:
+    for message in messages:
+        await store.async_add_message(key, message)
+
+
+def _codec(compression: Any = None, *, encrypt: bool = False, **kwargs: Any) -> MessageCodec:
+    """A codec compressing every message that shrinks, encrypting with a new key if asked."""
+    keys = parse_keys(generate_key()) if encrypt else ()
+    return MessageCodec(compression, threshold=0, keys=keys, **kwargs)
 
 
 def _tool_call_conversation() -> list[ChatMessage]:
@@ -141,8 +257,37 @@ def _tool_call_conversation() -> list[ChatMessage]:
     ]
 
 
+def _long_output(label: str = "") -> ChatMessage:
+    """A tool output long enough that every algorithm compresses it."""
+    text = "".join(f"{label}{NEEDLE} restart {i} ✓ 日本語\n" for i in range(200))
+    return _msg(text, MessageRole.TOOL, tool_call_id="call_logs")
+
+
+def _rich_conversation() -> list[ChatMessage]:
+    """Tool calls, unicode, and a long tool output (long enough to compress)."""
+    return [
+        *_tool_call_conversation(),
+        _msg("emoji 🚀🔥👩‍💻, 中文 日本語 한국어, עברית, e\u0301", note="注意 ✓"),
+        _long_output(),
+    ]
+
+
+def _check_edits(
+    archive: list[str], remaining: list[str], removed: list[str], expected: list[str]
+) -> None:
+    """Archive + remaining hold every appended message once, each writer's (``w:i``) in
+    order, and the archive holds exactly what the edits returned."""
+    everything = archive + remaining
+    assert sorted(everything) == sorted(expected), "a message was lost or duplicated"
+    for writer in {text.split(":")[0] for text in expected}:
+        mine = [text for text in expected if text.split(":")[0] == writer]
+        assert [text for text in everything if text.split(":")[0] == writer] == mine
+    assert sorted(archive) == sorted(removed)
+    assert archive, "no edit removed anything: the test did not exercise edit_head"
+
+
 def _append_in_child(store: ChatStore, worker: int, count: int, barrier: Any) -> None:
-    """Body of one process of the cross-process test: append ``count`` messages to "shared"."""
+    """Body of one process of the cross-process tests: append ``count`` messages to "shared"."""
     barrier.wait(timeout=120)  # both processes start (and open the store) at once
     if worker == 0:
         for i in range(count):
@@ -162,7 +307,8 @@ def _append_in_child(store: ChatStore, worker: int, count: int, barrier: Any) ->
 
 
 class ChatStoreContract:
-    """Tests every chat store passes; subclasses provide a ``store`` fixture (fresh, empty)."""
+    """Tests every chat store passes; subclasses provide the ``make_store``, ``store`` and
+    ``stored_texts`` fixtures (see the module docstring)."""
 
     # round trip and order -------------------------------------------------------------------
 
@@ -533,10 +679,346 @@ class ChatStoreContract:
 
         assert _run(main) == [[], None, None, None, []]
 
+    # HistoryStore: the codec -------------------------------------------------------------------
+
+    def test_is_a_history_store_that_keeps_its_codec_secret(self, make_store: MakeStore) -> None:
+        key = generate_key()
+        codec = MessageCodec("zstd", keys=parse_keys(key))
+        store = make_store(codec=codec)
+        assert isinstance(store, HistoryStore)
+        assert store.codec == codec
+        for shown in (repr(store), str(store), str(getattr(store, "to_json", str)())):
+            assert key not in shown and "MessageCodec" not in shown and "zstd" not in shown
+        to_dict = getattr(store, "to_dict", None)
+        assert to_dict is None or "codec" not in to_dict()
+        assert pickle.loads(pickle.dumps(store)).codec == codec  # a worker process needs it
+
+    def test_round_trip_under_each_compression(
+        self, make_store: MakeStore, stored_texts: StoredTexts
+    ) -> None:
+        conversation = _rich_conversation()
+        for algorithm, tag in [("zstd", "zs"), ("gzip", "gz"), ("lz4", "lz")]:
+            store, key = make_store(codec=_codec(algorithm)), f"compressed/{algorithm}"
+            store.set_messages(key, conversation[:-1])
+            store.add_message(key, conversation[-1])
+            assert _dumps(store.get_messages(key)) == _dumps(conversation), algorithm
+            assert _dumps(asyncio.run(store.aget_messages(key))) == _dumps(conversation)
+            at_rest = stored_texts(store, key)
+            assert len(at_rest) == len(conversation)
+            assert at_rest[-1].startswith(f"aof:{tag}:"), at_rest[-1][:20]
+            assert NEEDLE not in at_rest[-1]
+            assert len(at_rest[-1]) < len(conversation[-1].model_dump_json()) / 3
+
+    def test_round_trip_encrypted(self, make_store: MakeStore, stored_texts: StoredTexts) -> None:
+        conversation = _rich_conversation()
+        for name, codec in [("plain", _codec(encrypt=True)), ("lz4", _codec("lz4", encrypt=True))]:
+            store, key = make_store(codec=codec), f"encrypted/{name}"
+            store.set_messages(key, conversation[:3])
+            asyncio.run(_append_all(store, key, conversation[3:]))
+            store.edit_head(key, lambda ms: HeadEdit(1, [_msg(f"summary: {NEEDLE}")]))
+            expected = [_msg(f"summary: {NEEDLE}"), *conversation[1:]]
+            assert _dumps(store.get_messages(key)) == _dumps(expected), name
+            at_rest = stored_texts(store, key)
+            assert len(at_rest) == len(expected)
+            assert all(text.startswith("aof:fe:") for text in at_rest)
+            assert not any(NEEDLE in text or "kubectl" in text for text in at_rest)
+
+    def test_encrypted_rows_need_their_key(self, store: ChatStore) -> None:
+        writer = _codec(encrypt=True)
+        store.codec = writer
+        store.set_messages("k", _msgs("secret runbook"))
+        store.codec = _codec(encrypt=True)  # another key
+        for read in (
+            lambda: store.get_messages("k"),
+            lambda: _run(lambda: store.aget_messages("k")),
+        ):
+            try:
+                read()
+            except DecodeError:
+                pass
+            else:
+                raise AssertionError("read an encrypted row with the wrong key")
+        store.codec = MessageCodec()  # no key at all
+        try:
+            store.get_messages("k")
+        except DecodeError as exc:
+            assert "no key is configured" in str(exc)
+        else:
+            raise AssertionError("read an encrypted row without a key")
+        store.codec = writer
+        assert _texts(store, "k") == ["secret runbook"]
+
+    def test_oversized_message_raises_and_writes_nothing(self, make_store: MakeStore) -> None:
+        store = make_store(codec=MessageCodec(max_bytes=2_000))
+        store.set_messages("k", _msgs("small", "also small"))
+        big = _msg("x" * 5_000)
+        writes: list[Callable[[], object]] = [
+            lambda: store.set_messages("k", [_msg("c"), big]),
+            lambda: store.add_message("k", big),
+            lambda: store.add_message("k", big, idx=0),
+            lambda: store.add_message("new", big),
+            lambda: store.edit_head("k", lambda ms: HeadEdit(1, [big]), archive_key="archive"),
+            lambda: _run(lambda: store.aset_messages("new", [big])),
+            lambda: _run(lambda: store.async_add_message("k", big)),
+            lambda: _run(lambda: store.aedit_head("k", lambda ms: HeadEdit(0, [big]))),
+        ]
+        for number, write in enumerate(writes):
+            try:
+                write()
+            except MessageTooLargeError:
+                pass
+            else:
+                raise AssertionError(f"write {number} accepted a message over max_bytes")
+            assert _texts(store, "k") == ["small", "also small"], f"after write {number}"
+        assert store.get_keys() == ["k"]
+
+    # HistoryStore: TTL -------------------------------------------------------------------------
+
+    def test_conversation_expires_after_ttl_and_starts_afresh(self, make_store: MakeStore) -> None:
+        store = make_store(ttl=0.3)
+        store.set_messages("a", _msgs("a0", "a1"))
+        store.add_message("b", _msg("b0"))
+        assert store.get_keys() == ["a", "b"]
+        time.sleep(0.5)
+        assert store.get_messages("a") == []
+        assert _run(lambda: store.aget_messages("b")) == []
+        assert store.get_keys() == [] and _run(store.aget_keys) == []
+        assert store.delete_last_message("a") is None
+        assert store.delete_messages("b") is None
+        assert store.edit_head("b", lambda ms: HeadEdit(0, [_msg(str(len(ms)))])) == []
+        store.add_message("a", _msg("fresh"), idx=5)
+        assert _texts(store, "a") == ["fresh"]  # the expired messages never come back
+        assert store.get_keys() == ["a"]
+        assert store.edit_head("a", lambda ms: HeadEdit(0, [_msg(str(len(ms)))])) == []
+        assert _texts(store, "a") == ["1", "fresh"]
+
+    def test_every_write_refreshes_the_ttl(self, make_store: MakeStore) -> None:
+        store = make_store(ttl=1.2)
+        store.set_messages("k", _msgs("a", "b", "c", "d"))
+        store.set_messages("archive", _msgs("old"))
+        time.sleep(0.7)
+        store.delete_last_message("k")  # a write that adds nothing refreshes too
+        time.sleep(0.7)  # 1.4 s after the first writes: only "k" was written since
+        assert store.get_keys() == ["k"]
+        assert _texts(store, "archive") == []
+        removed = store.edit_head("k", _drop_first, archive_key="archive")
+        assert [m.content for m in removed] == ["a"]
+        time.sleep(0.7)  # 2.1 s after the first writes, 0.7 s after the edit
+        assert _texts(store, "k") == ["b", "c"]
+        assert _texts(store, "archive") == ["a"]  # started afresh: "old" stays gone
+
+    def test_purge_expired_deletes_and_counts(self, make_store: MakeStore) -> None:
+        store = make_store(ttl=1.0)
+        store.set_messages("old-1", _msgs("a"))
+        _run(lambda: store.aset_messages("old-2", _msgs("b")))
+        time.sleep(0.6)
+        store.add_message("live", _msg("c"))
+        time.sleep(0.6)  # "old-*" expired 0.2 s ago, "live" has 0.4 s left
+        assert store.purge_expired() == 2
+        assert store.purge_expired() == 0
+        assert _run(store.apurge_expired) == 0
+        assert store.get_keys() == ["live"]
+        assert _texts(store, "live") == ["c"]
+
+    def test_without_ttl_nothing_expires(self, store: ChatStore) -> None:
+        store.set_messages("k", _msgs("a"))
+        assert store.purge_expired() == 0
+        assert _run(store.apurge_expired) == 0
+        assert _texts(store, "k") == ["a"]
+
+    # HistoryStore: keys under a prefix -----------------------------------------------------------
+
+    def test_get_keys_under_a_prefix(self, store: ChatStore) -> None:
+        keys = ["a", "a/1", "a/10", "a/2", "ab", "abc", "abd", "b", "A", "a%", "a_x", "e"]
+        keys += ["é", "é/1", "🚀", "🚀/x", "\ud7ff", "\ud7ff/1", "\ue000", "\U0010ffff/1"]
+        for key in keys:
+            store.add_message(key, _msg(key))
+        assert store.get_keys() == sorted(keys)  # code-point order
+        assert store.get_keys("") == sorted(keys)
+        prefixes = ["a", "a/", "a/1", "ab", "abc", "a%", "A", "é", "🚀", "\ud7ff", "\U0010ffff"]
+        for prefix in [*prefixes, "zzz", "a/3", "\x01"]:
+            expected = sorted(key for key in keys if key.startswith(prefix))
+            assert store.get_keys(prefix) == expected, prefix
+            assert asyncio.run(store.aget_keys(prefix)) == expected, prefix
+        store.delete_messages("a/10")
+        assert store.get_keys("a/1") == ["a/1"]
+
+    # HistoryStore: edit_head ---------------------------------------------------------------------
+
+    def test_edit_head_drops_inserts_and_archives(self, store: ChatStore) -> None:
+        messages = _msgs("m0", "m1", "m2", "m3", "m4")
+        store.set_messages("k", messages)
+        store.set_messages("k/archive", _msgs("archived before"))
+        seen: list[list[ChatMessage]] = []
+
+        def plan(current: list[ChatMessage]) -> HeadEdit:
+            seen.append(current)
+            return HeadEdit(2, [_msg("summary of m0 and m1", MessageRole.SYSTEM), _msg("note")])
+
+        removed = store.edit_head("k", plan, archive_key="k/archive")
+        assert _dumps(removed) == _dumps(messages[:2])
+        assert _dumps(seen[-1]) == _dumps(messages)
+        assert _texts(store, "k") == ["summary of m0 and m1", "note", "m2", "m3", "m4"]
+        assert store.get_messages("k")[0].role == MessageRole.SYSTEM
+        assert _texts(store, "k/archive") == ["archived before", "m0", "m1"]
+        assert store.get_keys() == ["k", "k/archive"]
+        removed = store.edit_head("k", lambda ms: HeadEdit(1), archive_key="new archive")
+        assert [m.content for m in removed] == ["summary of m0 and m1"]
+        assert _texts(store, "new archive") == ["summary of m0 and m1"]
+        assert _texts(store, "k") == ["note", "m2", "m3", "m4"]
+
+    def test_edit_head_that_changes_nothing(self, store: ChatStore) -> None:
+        store.set_messages("k", _msgs("a", "b"))
+        assert store.edit_head("k", lambda ms: None, archive_key="archive") == []
+        assert store.edit_head("k", lambda ms: HeadEdit(0), archive_key="archive") == []
+        assert _texts(store, "k") == ["a", "b"]
+        assert store.get_keys() == ["k"]  # no archive appeared
+        assert store.edit_head("k", lambda ms: HeadEdit(0, _msgs("x", "y"))) == []
+        assert _texts(store, "k") == ["x", "y", "a", "b"]
+
+    def test_edit_head_clamps_drop_and_handles_unknown_keys(self, store: ChatStore) -> None:
+        store.set_messages("k", _msgs("a", "b", "c"))
+        removed = store.edit_head("k", lambda ms: HeadEdit(10, _msgs("s1", "s2")), archive_key="ar")
+        assert [m.content for m in removed] == ["a", "b", "c"]
+        assert _texts(store, "k") == ["s1", "s2"]
+        assert [m.content for m in store.edit_head("k", lambda ms: HeadEdit(99))] == ["s1", "s2"]
+        assert store.get_messages("k") == [] and store.get_keys() == ["ar"]
+        seen: list[int] = []
+
+        def plan(messages: list[ChatMessage]) -> HeadEdit:
+            seen.append(len(messages))
+            return HeadEdit(1, _msgs("first"))
+
+        for key in ("none", "k"):  # unknown, and emptied: no messages, nothing to plan
+            assert store.edit_head(key, plan, archive_key="ar") == []
+            assert asyncio.run(store.aedit_head(key, plan)) == []
+        assert seen == [] and store.get_keys() == ["ar"]
+        assert _texts(store, "ar") == ["a", "b", "c"]
+
+    def test_edit_head_refuses_bad_edits_and_keeps_the_key(self, store: ChatStore) -> None:
+        store.set_messages("k", _msgs("a", "b"))
+
+        def failing(messages: list[ChatMessage]) -> HeadEdit:
+            raise RuntimeError("plan failed")
+
+        bad: list[tuple[type[Exception], Callable[[], object]]] = [
+            (RuntimeError, lambda: store.edit_head("k", failing, archive_key="ar")),
+            (ValueError, lambda: store.edit_head("k", lambda ms: HeadEdit(-1))),
+            (ValueError, lambda: store.edit_head("k", _drop_first, archive_key="k")),
+            (RuntimeError, lambda: _run(lambda: store.aedit_head("k", failing))),
+        ]
+        for error, call in bad:
+            try:
+                call()
+            except error:
+                pass
+            else:
+                raise AssertionError(f"expected {error.__name__}")
+        assert _texts(store, "k") == ["a", "b"]
+        assert store.get_keys() == ["k"]
+
+    def test_repeated_edits_inserts_and_appends_keep_order(self, store: ChatStore) -> None:
+        model = [f"m{i}" for i in range(6)]
+        store.set_messages("k", _msgs(*model))
+        archived: list[str] = []
+        for i in range(40):
+            drop, inserts = i % 3, [f"s{i}.{j}" for j in range(i % 4)]
+            removed = store.edit_head("k", _fixed(drop, *inserts), archive_key="ar")
+            archived += model[:drop]
+            assert [m.content for m in removed] == model[:drop]
+            model[:drop] = inserts
+            if i % 2:
+                model.insert(1, f"x{i}")
+                store.add_message("k", _msg(f"x{i}"), idx=1)
+            model.append(f"t{i}")
+            store.add_message("k", _msg(f"t{i}"))
+            assert _texts(store, "k") == model, f"after step {i}"
+        assert _texts(store, "ar") == archived
+
+    def test_aedit_head_equals_edit_head(self, store: ChatStore) -> None:
+        def script(edit: Callable[..., Any], key: str) -> list[Any]:
+            store.set_messages(key, _tool_call_conversation())
+            plans: list[EditPlan] = [
+                lambda ms: HeadEdit(2, [_msg("summary")]),
+                lambda ms: None,
+                lambda ms: HeadEdit(0, [_msg("first")]),
+                lambda ms: HeadEdit(len(ms) + 5),
+            ]
+            out: list[Any] = []
+            for plan in plans:
+                out.append(_dumps(edit(key, plan, archive_key=f"{key}/archive")))
+                out.append(_dumps(store.get_messages(key)))
+            out.append(_dumps(store.get_messages(f"{key}/archive")))
+            return out
+
+        def aedit(key: str, plan: EditPlan, archive_key: str) -> list[ChatMessage]:
+            return _run(lambda: store.aedit_head(key, plan, archive_key=archive_key))
+
+        assert script(aedit, "async") == script(store.edit_head, "sync")
+
+    def test_concurrent_async_edits_and_appends(self, store: ChatStore) -> None:
+        writers, per_writer, editors, edits = 8, 12, 3, 15
+        removed: list[str] = []
+
+        async def writer(w: int) -> None:
+            for i in range(per_writer):
+                await store.async_add_message("k", _msg(f"{w}:{i}"))
+                await asyncio.sleep(0)
+
+        async def editor() -> None:
+            for _ in range(edits):
+                out = await store.aedit_head("k", _drop_first, archive_key="archive")
+                removed.extend(str(m.content) for m in out)
+                await asyncio.sleep(0.001)
+
+        async def main() -> None:
+            await asyncio.gather(
+                *(writer(w) for w in range(writers)), *(editor() for _ in range(editors))
+            )
+
+        asyncio.run(main())
+        archive = [str(text) for text in _texts(store, "archive")]
+        remaining = [str(text) for text in _texts(store, "k")]
+        expected = [f"{w}:{i}" for w in range(writers) for i in range(per_writer)]
+        _check_edits(archive, remaining, removed, expected)
+
+    def test_concurrent_thread_edits_and_appends(self, store: ChatStore) -> None:
+        writers, per_writer, editors, edits = 4, 15, 2, 15
+        removed: list[str] = []
+        errors: list[BaseException] = []
+
+        def writer(w: int) -> None:
+            try:
+                for i in range(per_writer):
+                    store.add_message("k", _msg(f"{w}:{i}"))
+            except BaseException as exc:  # reported below, not lost in the thread
+                errors.append(exc)
+
+        def editor() -> None:
+            try:
+                for _ in range(edits):
+                    out = store.edit_head("k", _drop_first, archive_key="archive")
+                    removed.extend(str(m.content) for m in out)
+                    time.sleep(0.001)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+        threads += [threading.Thread(target=editor) for _ in range(editors)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        archive = [str(text) for text in _texts(store, "archive")]
+        remaining = [str(text) for text in _texts(store, "k")]
+        expected = [f"{w}:{i}" for w in range(writers) for i in range(per_writer)]
+        _check_edits(archive, remaining, removed, expected)
+
 
 class SharedChatStoreContract(ChatStoreContract):
-    """:class:`ChatStoreContract` plus the cross-process test, for stores whose data is
-    shared by every process that opens them (a SQLite file, PostgreSQL, Redis)."""
+    """:class:`ChatStoreContract` plus the cross-process and reopening tests, for stores whose
+    data is shared by every process that opens them (a SQLite file, PostgreSQL, Redis)."""
 
     def test_concurrent_appends_from_two_processes(self, store: ChatStore) -> None:
         count = 100
@@ -562,3 +1044,76 @@ class SharedChatStoreContract(ChatStoreContract):
             assert [x for x in texts if x.startswith(f"{worker}:")] == [
                 f"{worker}:{i}" for i in range(count)
             ]
+
+    def test_edits_while_another_process_appends(
+        self, make_store: MakeStore, stored_texts: StoredTexts
+    ) -> None:
+        # The child gets a pickled store with an encrypting codec: its rows are encrypted
+        # only if pickling kept the codec.
+        store = make_store(codec=_codec("lz4", encrypt=True))
+        count, removed = 80, list[str]()
+        ctx = multiprocessing.get_context("spawn")
+        barrier = ctx.Barrier(2)
+        child = ctx.Process(target=_append_in_child, args=(store, 0, count, barrier))
+        child.start()
+        try:
+            barrier.wait(timeout=120)
+            deadline = time.monotonic() + 300
+            while child.is_alive() and time.monotonic() < deadline:
+                out = store.edit_head("shared", _drop_first, archive_key="shared/archive")
+                removed.extend(str(m.content) for m in out)
+                time.sleep(0.002)
+        finally:
+            child.join(timeout=300)
+            if child.is_alive():  # hung: end it, and fail below
+                child.kill()
+                child.join()
+        assert child.exitcode == 0
+        archive = [str(text) for text in _texts(store, "shared/archive")]
+        remaining = [str(text) for text in _texts(store, "shared")]
+        assert archive + remaining == [f"0:{i}" for i in range(count)]  # one writer: one order
+        _check_edits(archive, remaining, removed, [f"0:{i}" for i in range(count)])
+        at_rest = stored_texts(store, "shared") + stored_texts(store, "shared/archive")
+        assert all(text.startswith("aof:fe:") for text in at_rest)
+
+    def test_stores_with_other_codecs_read_the_same_data(
+        self, make_store: MakeStore, stored_texts: StoredTexts
+    ) -> None:
+        conversation = _rich_conversation()
+        plain = make_store()
+        plain.set_messages("k", conversation[:2])
+        expected = list(conversation[:2])
+        # Compression turned on: plain rows stay readable; each algorithm adds one row.
+        for algorithm in ["zstd", "gzip", "lz4"]:
+            compressing = make_store(codec=_codec(algorithm))
+            assert _dumps(compressing.get_messages("k")) == _dumps(expected)
+            compressing.add_message("k", _long_output(algorithm))
+            expected.append(_long_output(algorithm))
+        assert _dumps(plain.get_messages("k")) == _dumps(expected)  # read without compression
+        # Encryption turned on: every earlier row stays readable.
+        key = generate_key()
+        encrypting = make_store(codec=MessageCodec("zstd", keys=parse_keys(key)))
+        assert _dumps(encrypting.get_messages("k")) == _dumps(expected)
+        encrypting.add_message("k", conversation[-1])
+        expected.append(conversation[-1])
+        at_rest = stored_texts(plain, "k")
+        assert [text[:7] for text in at_rest[2:]] == [
+            "aof:zs:",
+            "aof:gz:",
+            "aof:lz:",
+            "aof:fe:",
+        ]
+        assert at_rest[0].startswith("{") and "crash-looping" in at_rest[0]
+        assert NEEDLE not in at_rest[-1]
+        # A store without the key, or with another one, cannot read it; after a rotation
+        # (new key first, old one kept) it can.
+        new_key = generate_key()
+        for reader in (plain, make_store(codec=MessageCodec(keys=parse_keys(new_key)))):
+            try:
+                reader.get_messages("k")
+            except DecodeError:
+                pass
+            else:
+                raise AssertionError("read an encrypted row without its key")
+        rotated = make_store(codec=MessageCodec(keys=parse_keys(f"{new_key},{key}")))
+        assert _dumps(rotated.get_messages("k")) == _dumps(expected)

@@ -18,7 +18,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,11 @@ from aof_index import build_memory
 from aof_index.errors import BackendUnavailableError
 from aof_index.memory import PostgresChatStore
 from aof_index.memory import postgres as postgres_module
+from aof_index.memory.codec import MessageCodec
+from aof_index.memory.edit import HeadEdit
 from aof_index.memory.postgres import SCHEMA_VERSION
 from aof_index.spec import Memory, parse_resource
-from aof_index.testing import SharedChatStoreContract
+from aof_index.testing import SharedChatStoreContract, store_factory
 
 pytestmark = pytest.mark.integration
 
@@ -139,12 +141,26 @@ def schema(postgres: None) -> Iterator[str]:
     query(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
+def stored_texts(schema: str, key: str, table: str = TABLE) -> list[str]:
+    """The texts at rest of ``key``, read with a connection of this test's own."""
+    rows = query(f'SELECT message FROM "{schema}"."{table}" WHERE key = %s ORDER BY position', key)
+    return [text for (text,) in rows]
+
+
 class TestPostgresContract(SharedChatStoreContract):
     @pytest.fixture
-    def store(self, schema: str) -> Iterator[PostgresChatStore]:
-        store = make_store(schema, max_connections=10)
-        yield store
-        store.close()
+    def make_store(self, schema: str) -> Iterator[Callable[..., PostgresChatStore]]:
+        yield from store_factory(
+            lambda **options: make_store(schema, max_connections=10, **options)
+        )
+
+    @pytest.fixture
+    def store(self, make_store: Callable[..., PostgresChatStore]) -> PostgresChatStore:
+        return make_store()
+
+    @pytest.fixture
+    def stored_texts(self, schema: str) -> Callable[[Any, str], list[str]]:
+        return lambda store, key: stored_texts(schema, key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,21 +291,74 @@ def test_newer_schema_version_is_refused(schema: str) -> None:
         asyncio.run(store.aget_keys())
 
 
+def make_v1_table(schema: str) -> None:
+    """The table and version record as schema version 1 (before TTL and prefixes) left them."""
+    query(f'CREATE SCHEMA "{schema}"')
+    query(
+        f'CREATE TABLE "{schema}".aof_schema_versions'
+        " (table_name TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+    )
+    query(f"INSERT INTO \"{schema}\".aof_schema_versions VALUES ('{TABLE}', 1)")
+    query(
+        f'CREATE TABLE "{schema}"."{TABLE}" (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,'
+        " key TEXT NOT NULL, position BIGINT NOT NULL, message TEXT NOT NULL,"
+        " created_at DOUBLE PRECISION NOT NULL, UNIQUE (key, position))"
+    )
+    rows = [
+        ("user-1/a", 0, "first", time.time() - 100),
+        ("user-1/a", 1 << 20, "second", time.time() - 50),
+        ("user-2/b", 0, "other", time.time() - 10),
+    ]
+    for key, position, text, created_at in rows:
+        query(
+            f'INSERT INTO "{schema}"."{TABLE}" (key, position, message, created_at)'
+            " VALUES (%s, %s, %s, %s)",
+            *(key, position, msg(text).model_dump_json(), created_at),
+        )
+
+
+def index_definitions(schema: str) -> list[str]:
+    rows = query("SELECT indexdef FROM pg_indexes WHERE schemaname = %s", schema)
+    return [definition for (definition,) in rows]
+
+
+def test_version_1_table_is_migrated(schema: str) -> None:
+    make_v1_table(schema)
+    assert not any("created_at" in d for d in index_definitions(schema))
+    with make_store(schema) as store:
+        assert store.get_keys("user-1/") == ["user-1/a"]  # written before prefixes existed
+        assert texts(store, "user-1/a") == ["first", "second"]
+    assert query(f'SELECT version FROM "{schema}".aof_schema_versions') == [(SCHEMA_VERSION,)]
+    assert any('(key COLLATE "C", created_at)' in d for d in index_definitions(schema))
+    codec = MessageCodec("gzip", threshold=0)
+    with make_store(schema, ttl=30, codec=codec) as store:
+        assert store.get_keys() == ["user-2/b"]  # user-1/a: last written 50 s ago
+        assert asyncio.run(store.apurge_expired()) == 1
+        store.edit_head("user-2/b", lambda ms: HeadEdit(1, [msg("summary " * 100)]))
+        assert texts(store, "user-2/b") == ["summary " * 100]
+    assert stored_texts(schema, "user-2/b")[0].startswith("aof:gz:")
+    assert stored_texts(schema, "user-1/a") == []
+
+
 def test_migration_hook_upgrades_an_existing_table(
     schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with make_store(schema) as store:
-        store.add_message("k", msg("written by version 1"))
-    monkeypatch.setattr(postgres_module, "SCHEMA_VERSION", 2)
+        store.add_message("k", msg(f"written by version {SCHEMA_VERSION}"))
+    newer = SCHEMA_VERSION + 1
+    monkeypatch.setattr(postgres_module, "SCHEMA_VERSION", newer)
     monkeypatch.setattr(
         postgres_module,
         "_MIGRATIONS",
-        {2: ("ALTER TABLE {table} ADD COLUMN expires_at DOUBLE PRECISION",)},
+        {
+            **postgres_module._MIGRATIONS,
+            newer: ("ALTER TABLE {table} ADD COLUMN expires_at DOUBLE PRECISION",),
+        },
     )
     with make_store(schema) as store:
-        assert texts(store, "k") == ["written by version 1"]
-        store.add_message("k", msg("written by version 2"))
-    assert query(f'SELECT version FROM "{schema}".aof_schema_versions') == [(2,)]
+        assert texts(store, "k") == [f"written by version {SCHEMA_VERSION}"]
+        store.add_message("k", msg(f"written by version {newer}"))
+    assert query(f'SELECT version FROM "{schema}".aof_schema_versions') == [(newer,)]
     columns = query(
         "SELECT column_name FROM information_schema.columns"
         " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
@@ -304,6 +373,37 @@ def test_migration_hook_upgrades_an_existing_table(
         "created_at",
         "expires_at",
     ]
+
+
+@pytest.fixture
+def icu_database(postgres: None) -> Iterator[str]:
+    """A database of this test's own whose collation is ICU's English (not code points)."""
+    name = f"aof_test_icu_{uuid.uuid4().hex[:12]}"
+    query(
+        f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'"
+        " LOCALE_PROVIDER icu ICU_LOCALE 'en' LOCALE 'C.UTF-8'"
+    )
+    yield name
+    query(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_key_listing_is_an_index_range_in_code_point_order(schema: str, icu_database: str) -> None:
+    keys = ["a", "B", "b", "é", "e", "f", "z", "ä/1", "ä/2", "a b", "a-b", "ab", "aB"]
+    with psycopg.connect(**(ADMIN | {"dbname": icu_database})) as conn:
+        english = [k for (k,) in conn.execute("SELECT unnest(%s::text[]) ORDER BY 1", (keys,))]
+    assert english != sorted(keys)  # this database does not sort by code point
+    with make_store(schema, database=icu_database) as store:
+        for key in keys:
+            store.add_message(key, msg(key))
+        assert store.get_keys() == sorted(keys)
+        for prefix in ["a", "B", "e", "ä/"]:
+            assert store.get_keys(prefix) == sorted(k for k in keys if k.startswith(prefix))
+        sql = store._sql
+    statement = sql.keys_between.replace("%s", "{}").format("'ä/'", "'ä0'", "0")
+    with psycopg.connect(**(ADMIN | {"dbname": icu_database})) as conn:
+        conn.execute("SET enable_seqscan = off")  # a tiny table: show that an index can serve
+        plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {statement}"))
+    assert "_written_idx" in plan and "Index Cond" in plan, plan
 
 
 def test_role_without_create_privilege_uses_a_prepared_schema(schema: str) -> None:

@@ -16,7 +16,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,12 @@ from pydantic import SecretStr
 from aof_index import build_memory
 from aof_index.errors import BackendUnavailableError
 from aof_index.memory import RedisChatStore
+from aof_index.memory import redis as redis_module
+from aof_index.memory.codec import MessageCodec
+from aof_index.memory.edit import HeadEdit
+from aof_index.memory.redis import EditConflictError
 from aof_index.spec import Memory
-from aof_index.testing import SharedChatStoreContract
+from aof_index.testing import SharedChatStoreContract, store_factory
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +51,10 @@ def texts(store: RedisChatStore, key: str) -> list[str | None]:
 
 def index_key(prefix: str) -> bytes:
     return prefix.encode() + b"\xffindex"
+
+
+def names_key(prefix: str) -> bytes:
+    return prefix.encode() + b"\xffkeys"
 
 
 def free_port() -> int:
@@ -176,23 +184,34 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateR
 
 
 class TestRedisContract(SharedChatStoreContract):
+    db = 0
+    settings: dict[str, Any] = {}  # noqa: RUF012
+
     @pytest.fixture
-    def store(self, redis_port: int, prefix: str) -> Iterator[RedisChatStore]:
-        store = RedisChatStore(url=f"redis://127.0.0.1:{redis_port}", prefix=prefix)
-        yield store
-        store.close()
+    def make_store(self, redis_port: int, prefix: str) -> Iterator[Callable[..., RedisChatStore]]:
+        url = f"redis://127.0.0.1:{redis_port}/{self.db}"
+        yield from store_factory(
+            lambda **options: RedisChatStore(url=url, prefix=prefix, **(self.settings | options))
+        )
+
+    @pytest.fixture
+    def store(self, make_store: Callable[..., RedisChatStore]) -> RedisChatStore:
+        return make_store()
+
+    @pytest.fixture
+    def stored_texts(
+        self, redis_port: int, prefix: str
+    ) -> Iterator[Callable[[Any, str], list[str]]]:
+        client = redis.Redis(port=redis_port, db=self.db)
+        yield lambda store, key: [raw.decode() for raw in client.lrange(f"{prefix}{key}", 0, -1)]
+        client.close()
 
 
-class TestRedisContractWithTTLAndSmallPool(SharedChatStoreContract):
+class TestRedisContractWithTTLAndSmallPool(TestRedisContract):
     """The TTL bookkeeping and a two-connection pool change nothing the contract sees."""
 
-    @pytest.fixture
-    def store(self, redis_port: int, prefix: str) -> Iterator[RedisChatStore]:
-        store = RedisChatStore(
-            url=f"redis://127.0.0.1:{redis_port}/1", prefix=prefix, ttl=3600, pool_size=2
-        )
-        yield store
-        store.close()
+    db = 1
+    settings = {"ttl": 3600, "pool_size": 2}  # noqa: RUF012
 
 
 @pytest.fixture
@@ -216,8 +235,22 @@ def test_layout_is_one_list_per_conversation_and_a_sorted_set_index(
         m.model_dump_json().encode() for m in messages
     ]
     assert admin.zrange(index_key(prefix), 0, -1, withscores=True) == [(b"session-1", float("inf"))]
+    assert admin.zrange(names_key(prefix), 0, -1, withscores=True) == [(b"session-1", 0.0)]
     assert admin.pttl(f"{prefix}session-1") == -1  # no TTL configured: kept
     assert admin.pttl(index_key(prefix)) == -1
+    assert admin.pttl(names_key(prefix)) == -1
+
+
+def test_messages_are_stored_as_the_codec_encodes_them(
+    redis_port: int, admin: redis.Redis, prefix: str
+) -> None:
+    codec = MessageCodec("zstd", threshold=0)
+    store = RedisChatStore(url=f"redis://127.0.0.1:{redis_port}", prefix=prefix, codec=codec)
+    messages = [msg("short"), msg("a long line of kubectl output " * 40)]
+    store.set_messages("k", messages)
+    assert admin.lrange(f"{prefix}k", 0, -1) == [codec.encode(m).encode() for m in messages]
+    assert admin.lindex(f"{prefix}k", 1).startswith(b"aof:zs:")  # type: ignore[union-attr]
+    store.close()
 
 
 def test_get_keys_reads_the_index_not_the_keyspace(
@@ -271,6 +304,93 @@ def test_index_entry_of_a_vanished_list_is_dropped(
     admin.delete(f"{prefix}evicted")  # as eviction or a person with redis-cli would
     assert store.get_keys() == ["kept"]
     assert admin.zscore(index_key(prefix), "evicted") is None
+    assert admin.zscore(names_key(prefix), "evicted") is None
+
+
+def test_prefix_listing_reads_only_the_prefix_range(
+    store: RedisChatStore, admin: redis.Redis, prefix: str
+) -> None:
+    for key in ["a/1", "a/2", "b/1", "a", "ab"]:
+        store.add_message(key, msg(key))
+    admin.delete(f"{prefix}b/1")  # vanished: the listing that visits it drops its entries
+    assert store.get_keys("a/") == ["a/1", "a/2"]
+    assert asyncio.run(store.aget_keys("a")) == ["a", "a/1", "a/2", "ab"]
+    assert admin.zscore(names_key(prefix), "b/1") == 0  # never visited
+    assert store.get_keys() == ["a", "a/1", "a/2", "ab"]
+    assert admin.zscore(names_key(prefix), "b/1") is None
+
+
+def test_key_index_is_rebuilt_for_data_written_before_it(
+    redis_port: int, admin: redis.Redis, prefix: str
+) -> None:
+    store = RedisChatStore(url=f"redis://127.0.0.1:{redis_port}", prefix=prefix, ttl=600)
+    for key in ["user-1/a", "user-1/b", "user-2/a"]:
+        store.add_message(key, msg(key))
+    admin.delete(names_key(prefix))  # as an older aof-index left the data
+    store.add_message("user-3/a", msg("written since"))  # the key index: one member only
+    assert store.get_keys("user-1/") == ["user-1/a", "user-1/b"]
+    assert admin.zcard(names_key(prefix)) == 4
+    assert admin.pexpiretime(names_key(prefix)) == admin.pexpiretime(index_key(prefix))  # type: ignore[arg-type]
+    store.close()
+
+
+def test_expired_entries_leave_both_indexes_when_purged(
+    redis_port: int, admin: redis.Redis, prefix: str
+) -> None:
+    store = RedisChatStore(url=f"redis://127.0.0.1:{redis_port}", prefix=prefix, ttl=60)
+    short = RedisChatStore(url=f"redis://127.0.0.1:{redis_port}", prefix=prefix, ttl=0.3)
+    store.add_message("kept", msg("a"))
+    short.add_message("gone-1", msg("b"))
+    asyncio.run(short.async_add_message("gone-2", msg("c")))
+    time.sleep(0.5)
+    assert admin.zcard(index_key(prefix)) == admin.zcard(names_key(prefix)) == 3
+    assert store.purge_expired() == 2
+    assert admin.zrange(index_key(prefix), 0, -1) == admin.zrange(names_key(prefix), 0, -1)
+    assert admin.zrange(names_key(prefix), 0, -1) == [b"kept"]
+    assert asyncio.run(store.apurge_expired()) == 0
+    store.close()
+    short.close()
+
+
+def test_edit_head_redoes_its_plan_when_the_head_changed(
+    store: RedisChatStore, admin: redis.Redis, prefix: str
+) -> None:
+    store.set_messages("k", [msg("a"), msg("b"), msg("c")])
+    seen: list[list[str | None]] = []
+
+    def plan(messages: list[ChatMessage]) -> HeadEdit:
+        seen.append([m.content for m in messages])
+        if len(seen) == 1:  # another writer drops the head between this read and the edit
+            admin.lpop(f"{prefix}k")
+        return HeadEdit(1, [msg("summary")])
+
+    removed = store.edit_head("k", plan, archive_key="archive")
+    assert seen == [["a", "b", "c"], ["b", "c"]]
+    assert [m.content for m in removed] == ["b"]
+    assert texts(store, "k") == ["summary", "c"]
+    assert texts(store, "archive") == ["b"]
+
+
+def test_edit_head_gives_up_when_the_head_keeps_changing(
+    store: RedisChatStore, admin: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_module, "_EDIT_ATTEMPTS", 5)
+    store.set_messages("k", [msg("a"), msg("b")])
+    calls = 0
+
+    def plan(messages: list[ChatMessage]) -> HeadEdit:
+        nonlocal calls
+        calls += 1
+        admin.lset(f"{prefix}k", 0, msg(f"changed {calls}").model_dump_json())
+        return HeadEdit(1)
+
+    with pytest.raises(EditConflictError, match="'k' changed under each of 5 attempts"):
+        store.edit_head("k", plan, archive_key="archive")
+    with pytest.raises(EditConflictError):
+        asyncio.run(store.aedit_head("k", plan))
+    assert calls == 10
+    assert texts(store, "k") == ["changed 10", "b"]
+    assert store.get_keys() == ["k"]  # nothing archived
 
 
 def test_a_foreign_key_under_the_prefix_is_reported(
@@ -290,7 +410,7 @@ def test_keys_that_look_like_the_index_stay_apart(
 ) -> None:
     # The index is the prefix, byte 0xFF and "index"; a str key encodes to UTF-8, which never
     # holds that byte, so even keys made to look like it are conversations of their own.
-    keys = ["", "index", "\xffindex", "\uffffindex"]
+    keys = ["", "index", "keys", "\xffindex", "\xffkeys", "\uffffindex"]
     for key in keys:
         store.add_message(key, msg(f"in {key!r}"))
     assert store.get_keys() == sorted(keys)
@@ -298,7 +418,8 @@ def test_keys_that_look_like_the_index_stay_apart(
     assert texts(store, "\xffindex") == ["in 'ÿindex'"]
     store.delete_messages("index")
     store.delete_messages("")
-    assert store.get_keys() == sorted(["\xffindex", "\uffffindex"])
+    assert store.get_keys() == sorted(["keys", "\xffindex", "\xffkeys", "\uffffindex"])
+    assert admin.type(names_key(store.prefix)) == b"zset"
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,10 +436,11 @@ def test_conversation_and_index_entry_expire_after_ttl(
     expiry = admin.pexpiretime(list_key)
     assert admin.zscore(index_key(prefix), "short") == expiry
     index_expiry = admin.pexpiretime(index_key(prefix))  # type: ignore[arg-type]
-    assert index_expiry == expiry  # the index goes with its last entry
+    assert index_expiry == expiry  # the indexes go with their last entry
+    assert admin.pexpiretime(names_key(prefix)) == expiry  # type: ignore[arg-type]
 
     wait_for(lambda: admin.exists(list_key) == 0, "the conversation to expire", timeout=20)
-    assert admin.exists(index_key(prefix)) == 0
+    assert admin.exists(index_key(prefix)) == admin.exists(names_key(prefix)) == 0
     assert store.get_keys() == []
     assert store.get_messages("short") == []
     assert store.delete_last_message("short") is None
@@ -347,6 +469,8 @@ def test_every_write_refreshes_the_ttl(
         lambda: timed.delete_message("k", 1),
         lambda: timed.delete_last_message("k"),
         lambda: asyncio.run(timed.async_add_message("k", msg("f"))),
+        lambda: timed.edit_head("k", lambda ms: HeadEdit(1, [msg("summary")])),
+        lambda: timed.edit_head("k", lambda ms: HeadEdit(1)),
     ]
     for write in writes:
         age()

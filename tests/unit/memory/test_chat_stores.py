@@ -9,7 +9,8 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,11 @@ from pydantic_core import PydanticSerializationError
 from aof_index.errors import BackendUnavailableError
 from aof_index.memory import InMemoryChatStore, SQLiteChatStore
 from aof_index.memory import sqlite as sqlite_module
+from aof_index.memory.codec import MessageCodec, generate_key, parse_keys
+from aof_index.memory.edit import HeadEdit
+from aof_index.memory.sql_ops import prefix_end
 from aof_index.memory.sqlite import SCHEMA_VERSION
-from aof_index.testing import ChatStoreContract, SharedChatStoreContract
+from aof_index.testing import ChatStoreContract, SharedChatStoreContract, store_factory
 
 ASYNC_METHODS = [
     "aset_messages",
@@ -56,30 +60,69 @@ def texts(store: BaseChatStore, key: str) -> list[str | None]:
     return [m.content for m in store.get_messages(key)]
 
 
+def sqlite_texts(
+    target: str | Path, key: str, *, uri: bool = False, table: str = "aof_chat_messages"
+) -> list[str]:
+    """The stored texts of ``key``, read with a connection of this test's own."""
+    conn = sqlite3.connect(target, uri=uri)
+    try:
+        query = f'SELECT message FROM "{table}" WHERE key = ? ORDER BY position'
+        return [text for (text,) in conn.execute(query, (key,))]
+    finally:
+        conn.close()
+
+
 # --------------------------------------------------------------------------------------------
 # The contract, once per store.
 
 
 class TestSQLiteFileContract(SharedChatStoreContract):
     @pytest.fixture
-    def store(self, tmp_path: Path) -> Iterator[SQLiteChatStore]:
-        store = SQLiteChatStore(path=str(tmp_path / "chat.db"), journal_mode="WAL")
-        yield store
-        store.close()
+    def make_store(self, tmp_path: Path) -> Iterator[Callable[..., SQLiteChatStore]]:
+        path = str(tmp_path / "chat.db")
+        yield from store_factory(
+            lambda **options: SQLiteChatStore(path=path, journal_mode="WAL", **options)
+        )
+
+    @pytest.fixture
+    def store(self, make_store: Callable[..., SQLiteChatStore]) -> SQLiteChatStore:
+        return make_store()
+
+    @pytest.fixture
+    def stored_texts(self, tmp_path: Path) -> Callable[[Any, str], list[str]]:
+        return lambda store, key: sqlite_texts(tmp_path / "chat.db", key)
 
 
 class TestSQLiteInMemoryContract(ChatStoreContract):
     @pytest.fixture
-    def store(self) -> Iterator[SQLiteChatStore]:
-        store = SQLiteChatStore(inmemory=True)
-        yield store
-        store.close()
+    def make_store(self) -> Iterator[Callable[..., SQLiteChatStore]]:
+        yield from store_factory(lambda **options: SQLiteChatStore(inmemory=True, **options))
+
+    @pytest.fixture
+    def store(self, make_store: Callable[..., SQLiteChatStore]) -> SQLiteChatStore:
+        return make_store()
+
+    @pytest.fixture
+    def stored_texts(self) -> Callable[[SQLiteChatStore, str], list[str]]:
+        return lambda store, key: sqlite_texts(store._memory_uri, key, uri=True)
 
 
 class TestInMemoryContract(ChatStoreContract):
     @pytest.fixture
-    def store(self) -> InMemoryChatStore:
-        return InMemoryChatStore()
+    def make_store(self) -> Iterator[Callable[..., InMemoryChatStore]]:
+        yield from store_factory(InMemoryChatStore)
+
+    @pytest.fixture
+    def store(self, make_store: Callable[..., InMemoryChatStore]) -> InMemoryChatStore:
+        return make_store()
+
+    @pytest.fixture
+    def stored_texts(self) -> Callable[[InMemoryChatStore, str], list[str]]:
+        def read(store: InMemoryChatStore, key: str) -> list[str]:
+            conversation = store._data.get(key)
+            return list(conversation.texts) if conversation else []
+
+        return read
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,14 +255,47 @@ def test_tables_in_one_file_are_separate(tmp_path: Path) -> None:
         assert texts(b, "k") == ["in b"]
 
 
+V1_TABLE = (
+    "CREATE TABLE {table} (id INTEGER PRIMARY KEY, key TEXT NOT NULL,"
+    " position INTEGER NOT NULL, message TEXT NOT NULL, created_at REAL NOT NULL,"
+    " UNIQUE (key, position))"
+)
+"""The table as schema version 1 (aof-index before TTL and prefix listing) created it."""
+
+
+def indexes(conn: sqlite3.Connection, table: str = "aof_chat_messages") -> dict[str, list[str]]:
+    names = [row[1] for row in conn.execute(f'PRAGMA index_list("{table}")')]
+    return {
+        name: [row[2] for row in conn.execute(f'PRAGMA index_info("{name}")')] for name in names
+    }
+
+
+def make_v1_file(path: Path, *tables: str) -> None:
+    conn = sqlite3.connect(path)
+    for table in tables:
+        conn.execute(V1_TABLE.format(table=table))
+        conn.executemany(
+            f"INSERT INTO {table} (key, position, message, created_at) VALUES (?, ?, ?, ?)",
+            [
+                ("user-1/a", 0, msg("first").model_dump_json(), time.time() - 100),
+                ("user-1/a", 1 << 20, msg("second").model_dump_json(), time.time() - 50),
+                ("user-2/b", 0, msg("other").model_dump_json(), time.time() - 10),
+            ],
+        )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+
 def test_schema_version_is_recorded(tmp_path: Path) -> None:
     path = tmp_path / "chat.db"
     with SQLiteChatStore(path=path) as store:
         store.get_keys()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     columns = [row[1] for row in conn.execute("PRAGMA table_info(aof_chat_messages)")]
     assert columns == ["id", "key", "position", "message", "created_at"]
+    assert ["key", "created_at"] in indexes(conn).values()
     conn.close()
 
 
@@ -235,23 +311,126 @@ def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
         asyncio.run(store.aget_keys())
 
 
+def test_version_1_table_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    make_v1_file(path, "aof_chat_messages")
+    with SQLiteChatStore(path=path) as store:
+        assert store.get_keys("user-1/") == ["user-1/a"]  # written before prefixes existed
+        assert texts(store, "user-1/a") == ["first", "second"]
+    with SQLiteChatStore(path=path, ttl=30, codec=MessageCodec("zstd", threshold=0)) as store:
+        assert store.get_keys() == ["user-2/b"]  # user-1/a: last written 50 s ago
+        assert store.purge_expired() == 1
+        store.edit_head("user-2/b", lambda ms: HeadEdit(1, [msg("summary " * 100)]))
+        assert texts(store, "user-2/b") == ["summary " * 100]
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert ["key", "created_at"] in indexes(conn).values()
+    conn.close()
+
+
+def test_every_table_of_a_file_gets_its_index(tmp_path: Path) -> None:
+    # user_version belongs to the file: once the first table brought it to 2, the second
+    # table's migration does not run, and the index is created on open instead.
+    path = tmp_path / "chat.db"
+    make_v1_file(path, "first", "second")
+    for table in ("first", "second"):
+        with SQLiteChatStore(path=path, table=table) as store:
+            assert store.get_keys("user-") == ["user-1/a", "user-2/b"]
+    conn = sqlite3.connect(path)
+    for table in ("first", "second"):
+        assert ["key", "created_at"] in indexes(conn, table).values(), table
+    conn.close()
+
+
 def test_migration_hook_upgrades_an_existing_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "chat.db"
     with SQLiteChatStore(path=path) as store:
-        store.add_message("k", msg("written by version 1"))
-    monkeypatch.setattr(sqlite_module, "SCHEMA_VERSION", 2)
+        store.add_message("k", msg(f"written by version {SCHEMA_VERSION}"))
+    newer = SCHEMA_VERSION + 1
+    monkeypatch.setattr(sqlite_module, "SCHEMA_VERSION", newer)
     monkeypatch.setattr(
-        sqlite_module, "_MIGRATIONS", {2: ("ALTER TABLE {table} ADD COLUMN expires_at REAL",)}
+        sqlite_module,
+        "_MIGRATIONS",
+        {**sqlite_module._MIGRATIONS, newer: ("ALTER TABLE {table} ADD COLUMN expires_at REAL",)},
     )
     with SQLiteChatStore(path=path) as store:
-        assert texts(store, "k") == ["written by version 1"]
+        assert texts(store, "k") == [f"written by version {SCHEMA_VERSION}"]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == newer
     columns = [row[1] for row in conn.execute("PRAGMA table_info(aof_chat_messages)")]
     assert columns[-1] == "expires_at"
     conn.close()
+
+
+def test_key_listing_and_ttl_checks_read_the_index(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    with SQLiteChatStore(path=path, ttl=60) as store:
+        store.add_message("user-1/a", msg("a"))
+        sql = store._sql
+    conn = sqlite3.connect(path)
+    for statement, params in [
+        (sql.keys_between, ("user-1/", "user-10", 0.0)),
+        (sql.keys_from, ("\U0010ffff", 0.0)),
+        (sql.last_written, ("user-1/a",)),
+    ]:
+        plan = " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}", params))
+        assert "USING COVERING INDEX" in plan and "SCAN" not in plan, (statement, plan)
+    conn.close()
+
+
+def test_writes_purge_expired_conversations_at_most_once_per_ttl(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+
+    def stored_keys() -> list[str]:
+        conn = sqlite3.connect(path)
+        try:
+            return [key for (key,) in conn.execute("SELECT DISTINCT key FROM aof_chat_messages")]
+        finally:
+            conn.close()
+
+    with SQLiteChatStore(path=path, ttl=0.4) as store:
+        store.add_message("old", msg("a"))  # the first write purges (nothing yet)
+        time.sleep(0.6)  # "old" expired; the next write purges
+        store.add_message("new-1", msg("b"))
+        assert stored_keys() == ["new-1"]
+        store.set_messages("old", [msg("c")])
+        time.sleep(0.45)  # "old" expired again 0.05 s ago, but a purge ran 0.45 s ago
+        asyncio.run(store.async_add_message("new-2", msg("d")))  # purges: 0.4 s passed
+        assert sorted(stored_keys()) == ["new-2"]
+        store.add_message("new-3", msg("e"))  # just purged: no purge
+        assert sorted(stored_keys()) == ["new-2", "new-3"]
+
+
+def test_prefix_end_is_the_least_string_above_the_prefix() -> None:
+    assert prefix_end("") is None
+    assert prefix_end("a") == "b"
+    assert prefix_end("user-1/") == "user-10"
+    assert prefix_end("a\U0010ffff") == "b"
+    assert prefix_end("\U0010ffff\U0010ffff") is None
+    assert prefix_end("\ud7ff") == "\ue000"  # surrogates are not characters
+    assert prefix_end("é") == "ê"
+    keys = ["a", "a\U0010ffff", "ab", "b", "\ud7ff", "\ud7ff\U0010ffff", "\ue000"]
+    for prefix in ["a", "\ud7ff", "a\U0010ffff"]:
+        end = prefix_end(prefix)
+        inside = [k for k in keys if k >= prefix and (end is None or k < end)]
+        assert inside == [k for k in keys if k.startswith(prefix)], prefix
+
+
+def test_codec_is_kept_by_pickling_and_left_out_of_serialisation(tmp_path: Path) -> None:
+    key = generate_key()
+    codec = MessageCodec("gzip", keys=parse_keys(key))
+    store = SQLiteChatStore(path=tmp_path / "chat.db", codec=codec, ttl=30)
+    store.add_message("k", msg("secret"))
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy.codec == codec and copy.ttl == 30
+    assert texts(copy, "k") == ["secret"]
+    assert "codec" not in store.to_dict() and key not in store.to_json()
+    restored = SQLiteChatStore.from_dict(store.to_dict())  # a codec is configured, not saved
+    assert restored.codec == MessageCodec() and restored.ttl == 30
+    store.close()
+    copy.close()
 
 
 def test_home_directory_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,222 @@
+"""``aof-index bench memory``: the chat stores under concurrent conversations, next to
+LlamaIndex's store for the same backend (see :mod:`aof_index.bench.memory`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from aof_index.bench.memory import BenchConfig, BenchResult, PostgresTarget, run_memory_bench
+from aof_index.cli.common import console, err_console, fail, progress_bar
+from aof_index.errors import AofIndexError
+
+__all__ = ["bench_app"]
+
+bench_app = typer.Typer(
+    help="Benchmarks: print figures measured in one run (never pass/fail on timings).",
+    no_args_is_help=True,
+)
+
+REDIS_P99_TARGET_MS = 5.0
+RATIO_TARGET = 3.0
+
+
+class BackendName(StrEnum):
+    """Backends of ``bench memory``."""
+
+    sqlite = "sqlite"
+    postgres = "postgres"
+    redis = "redis"
+
+
+@bench_app.command("memory")
+def memory(
+    backend: Annotated[
+        BackendName, typer.Option("--backend", "-b", help="Chat-store backend to measure.")
+    ] = BackendName.sqlite,
+    conversations: Annotated[
+        int, typer.Option("--conversations", "-n", min=1, help="Conversations, all active.")
+    ] = 1000,
+    messages: Annotated[
+        int, typer.Option("--messages", "-m", min=1, help="Messages appended per conversation.")
+    ] = 50,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            "--concurrency",
+            "-c",
+            min=0,
+            help="Calls in flight at most (latency is timed from taking a slot); "
+            "0: no cap, one per conversation.",
+        ),
+    ] = 16,
+    pool_size: Annotated[
+        int | None,
+        typer.Option(
+            "--pool-size",
+            min=1,
+            help="Connections per store pool (default: the --concurrency cap).",
+        ),
+    ] = None,
+    read_every: Annotated[
+        int,
+        typer.Option(
+            "--read-every", min=1, help="Read the conversation back after every Nth append."
+        ),
+    ] = 1,
+    message_bytes: Annotated[
+        int, typer.Option("--message-bytes", min=1, help="Characters per message.")
+    ] = 256,
+    baseline: Annotated[
+        bool,
+        typer.Option("--baseline/--no-baseline", help="Also run LlamaIndex's store."),
+    ] = True,
+    redis_url: Annotated[
+        str,
+        typer.Option(
+            "--redis-url", envvar="AOF_INDEX_BENCH_REDIS_URL", help="Redis server to use."
+        ),
+    ] = "redis://127.0.0.1:6379/0",
+    postgres_dsn: Annotated[
+        str | None,
+        typer.Option(
+            "--postgres-dsn",
+            envvar="AOF_INDEX_BENCH_POSTGRES_DSN",
+            help="libpq connection string or URL (overrides the --postgres-* options).",
+        ),
+    ] = None,
+    postgres_host: Annotated[str, typer.Option("--postgres-host")] = "127.0.0.1",
+    postgres_port: Annotated[int, typer.Option("--postgres-port")] = 5432,
+    postgres_user: Annotated[str, typer.Option("--postgres-user")] = "postgres",
+    postgres_database: Annotated[str, typer.Option("--postgres-database")] = "postgres",
+    postgres_sslmode: Annotated[
+        str, typer.Option("--postgres-sslmode", help="libpq sslmode.")
+    ] = "prefer",
+    sqlite_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--sqlite-path",
+            file_okay=False,
+            help="Directory for the SQLite files (default: a temporary directory, removed).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Concurrent conversations appending and reading: throughput, p50/p99 latency, and a
+    check that no message was lost, reordered or duplicated, for our store and LlamaIndex's.
+
+    Exits 1 when our store lost, reordered, duplicated or mixed up a message, or raised.
+    The PostgreSQL password comes from the DSN or $PGPASSWORD.
+    """
+    try:
+        target = (
+            PostgresTarget.from_dsn(postgres_dsn)
+            if postgres_dsn
+            else PostgresTarget(
+                host=postgres_host,
+                port=postgres_port,
+                database=postgres_database,
+                user=postgres_user,
+                password=os.environ.get("PGPASSWORD"),
+                sslmode=postgres_sslmode,
+            )
+        )
+        config = BenchConfig(
+            backend=backend.value,  # type: ignore[arg-type]  # the enum's values are Backend
+            conversations=conversations,
+            messages=messages,
+            concurrency=concurrency,
+            pool_size=pool_size,
+            read_every=read_every,
+            message_bytes=message_bytes,
+            baseline=baseline,
+            redis_url=redis_url,
+            postgres=target,
+            sqlite_dir=sqlite_path,
+        )
+        with progress_bar() as progress:
+            result = run_memory_bench(config, progress=progress)
+    except AofIndexError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        console.print_json(json.dumps(result.as_json()))
+    else:
+        _print_table(result)
+    ours = result.ours
+    if not ours.verification.intact or ours.errors or ours.stale_reads:
+        raise typer.Exit(1)
+
+
+def _print_table(result: BenchResult) -> None:
+    c = result.config
+    ours, base = result.ours, result.baseline
+    table = Table(
+        title=(
+            f"bench memory: {c.backend} at {result.where}, {c.conversations} conversations "
+            f"x {c.messages} messages, cap {c.cap} in flight, pool {c.pool}"
+        )
+    )
+    table.add_column("figure")
+    table.add_column("aof-index", justify="right")
+    if base is not None:
+        table.add_column("LlamaIndex", justify="right")
+    ours_json = ours.as_json()
+    base_json = base.as_json() if base is not None else {}
+    rows: list[tuple[str, str | tuple[str, str]]] = [
+        ("throughput (ops/s)", "throughput_ops_s"),
+        ("p50 (ms)", "p50_ms"),
+        ("p99 (ms)", "p99_ms"),
+        ("max (ms)", "max_ms"),
+        ("append p50 / p99 (ms)", ("append_p50_ms", "append_p99_ms")),
+        ("read p50 / p99 (ms)", ("read_p50_ms", "read_p99_ms")),
+        ("slot wait p50 / p99 (ms)", ("wait_p50_ms", "wait_p99_ms")),
+        ("successful calls", "ops"),
+        ("errors", "errors"),
+        ("lost", "lost"),
+        ("reordered", "reordered"),
+        ("duplicated", "duplicated"),
+        ("foreign", "foreign"),
+        ("stale reads", "stale_reads"),
+        ("seconds", "seconds"),
+    ]
+    for name, field in rows:
+        cells = [_cell(ours_json, field)]
+        if base is not None:
+            cells.append(_cell(base_json, field))
+        table.add_row(name, *cells)
+    console.print(table)
+    console.print(
+        f"Latency: per call, from taking one of {c.cap} in-flight slots to its return "
+        f"(successful calls); the wait for a slot is the 'slot wait' row.",
+        highlight=False,
+    )
+    for figures in (ours, base):
+        if figures is not None and figures.error_kinds:
+            err_console.print(f"{figures.store} errors:", highlight=False)
+            for kind, count in figures.error_kinds.items():
+                err_console.print(f"  {count} x {kind}", highlight=False)
+    ratio = result.baseline_ratio
+    verdicts = [
+        f"lost {ours.verification.lost} (target 0)",
+        f"reordered {ours.verification.reordered} (target 0)",
+    ]
+    if ratio is not None:
+        verdicts.append(f"throughput {ratio:.2f}x LlamaIndex's (target >= {RATIO_TARGET:g}x)")
+    if c.backend == "redis":
+        verdicts.append(f"p99 {ours.p99_ms:.2f} ms (target <= {REDIS_P99_TARGET_MS:g} ms)")
+    console.print("; ".join(verdicts), highlight=False)
+
+
+def _cell(figures: dict[str, object], field: str | tuple[str, str]) -> str:
+    if isinstance(field, tuple):
+        return " / ".join(_cell(figures, f) for f in field)
+    value = figures.get(field)
+    if isinstance(value, float):
+        return f"{value:,.1f}" if field == "throughput_ops_s" else f"{value:.3f}"
+    return str(value)
