@@ -66,6 +66,7 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 _TAG_OF: dict[str, str] = {"zstd": "zs", "gzip": "gz", "lz4": "lz"}
 _ENCRYPTED = "aof:fe:"
 _PREFIX = "aof:"
+_PREFIX_BYTES = _PREFIX.encode("ascii")
 
 
 class MessageTooLargeError(AofIndexError, ValueError):
@@ -237,9 +238,12 @@ class MessageCodec:
     # -- decode -------------------------------------------------------------------------
     def decode(self, stored: str | bytes) -> ChatMessage:
         """The message a store's text (or bytes) holds, whatever settings wrote it."""
-        text = stored.decode("utf-8") if isinstance(stored, bytes) else stored
         try:
-            return ChatMessage.model_validate_json(self.unwrap(text))
+            if isinstance(stored, bytes):
+                if not stored.startswith(_PREFIX_BYTES):  # plain JSON: no copy to str
+                    return ChatMessage.model_validate_json(stored)
+                stored = stored.decode("utf-8")
+            return ChatMessage.model_validate_json(self.unwrap(stored))
         except ValidationError as exc:
             raise DecodeError(f"stored message is not a valid chat message: {exc}") from exc
 

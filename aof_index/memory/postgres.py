@@ -22,16 +22,29 @@ only when missing, so a role without CREATE privileges can use a schema prepared
 A table recorded by a newer aof-index is refused.  Migrating to version 2 builds the
 index, which needs the table's owner and blocks writes to the table while it builds.
 
-Concurrency: every operation is one transaction, and every write first takes
+Concurrency: every write is one transaction, and first takes
 ``pg_advisory_xact_lock(hashtext('<schema>.<table>'), hashtext(key))``, so the writers of one
 conversation (tasks, threads, processes, hosts) take turns and never lose, duplicate or
 reorder a message, while other conversations proceed in parallel.  ``edit_head`` locks its
 key and its archive key (in sorted order, so two edits never deadlock) and reads, plans and
 rewrites within that transaction.  A purge only deletes a key whose lock it gets without
-waiting, after checking its expiry again.  Reads take no lock.
+waiting, after checking its expiry again.  Reads take no lock: each is one ``SELECT`` run
+in autocommit (its own transaction, one snapshot, TTL check included), one round trip.
 
-Pooled connections are checked (an empty query) as they leave the pool, so connections
-that the server dropped (a restart, a failover, an idle timeout) cost no failed call.
+Round trips: a write runs in pipeline mode: ``BEGIN``, the lock and the statements whose
+rows the operation does not read (its inserts, updates and deletes) go out together and
+are answered at once, then ``COMMIT`` goes alone, so an append is two round trips.  Each
+statement still runs after the one before it on the server, so the lock is held before the
+``INSERT`` takes its snapshot and reads the last position (folding the lock into the
+``INSERT`` would not do: a statement's snapshot predates its own lock wait).  A statement
+whose rows the operation reads (a TTL check, positions to insert between) waits for them.
+
+Dropped connections: pooled connections are not checked as they leave the pool (that was a
+round trip per call).  Instead, a call that finds its connection closed by the server (a
+restart, a failover, an idle timeout) checks the pool's idle connections, dropping the
+dead ones, and runs once more on a sound one; a write only when the failure came before its
+``COMMIT`` was sent (the server then rolled it back), since after that it may have
+committed.  A second failure, or a failure during ``COMMIT``, raises.
 
 Bounded waiting: connecting, waiting for a pooled connection, and each statement (a wait
 for a conversation's lock included: ``lock_timeout`` and ``statement_timeout`` are set on
@@ -58,6 +71,7 @@ from __future__ import annotations
 __all__ = ["SCHEMA_VERSION", "PostgresChatStore", "SslMode"]
 
 import asyncio
+import contextlib
 import math
 import threading
 from collections.abc import Callable
@@ -180,6 +194,119 @@ def _drive(conn: psycopg.Connection[Any], op: Op[T]) -> T:
 async def _adrive(conn: psycopg.AsyncConnection[Any], op: Op[T]) -> T:
     async with conn.transaction(), conn.cursor() as cur:
         return await arun_op(op, lambda stmt: _aexecute(cur, stmt))
+
+
+_BEGIN, _COMMIT = Stmt("BEGIN"), Stmt("COMMIT")
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE, without importing psycopg here
+
+
+class _Stale(Exception):
+    """A call met a connection the server had closed, before anything could commit."""
+
+
+@dataclass
+class _Progress:
+    """How far a write got: ``pending`` while statements sent wait for their answer; once
+    ``committing``, a failure may have committed the write."""
+
+    pending: bool = False
+    committing: bool = False
+
+
+def _one_statement(execute: Callable[[Stmt], T]) -> Callable[[Stmt], T]:
+    """``execute`` for a read: one statement, its own transaction (autocommit)."""
+    ran = False
+
+    def once(stmt: Stmt) -> T:
+        nonlocal ran
+        if ran:
+            raise RuntimeError("a read operation runs one statement, outside a transaction")
+        ran = True
+        return execute(stmt)
+
+    return once
+
+
+def _needs_rows(sql: Sql, stmt: Stmt) -> bool:
+    """Whether an operation reads the rows of ``stmt``: a query, but not the key lock (its
+    one row is void).  The others are queued in the pipeline without waiting for them."""
+    return stmt.sql.startswith("SELECT") and stmt.sql != sql.key_lock
+
+
+def _pexecute(
+    conn: psycopg.Connection[Any], sql: Sql, stmt: Stmt, progress: _Progress
+) -> list[Any]:
+    cur = conn.cursor()  # one per statement: a cursor holds the result of its last one
+    if stmt.many:
+        cur.executemany(stmt.sql, stmt.params)
+    else:
+        cur.execute(stmt.sql, stmt.params)  # type: ignore[arg-type]  # not many: a row
+        if _needs_rows(sql, stmt):
+            progress.pending = False  # the answers come in order: the earlier ones are in
+            return cur.fetchall()  # fetching waits for it
+    progress.pending = True
+    return []
+
+
+async def _apexecute(
+    conn: psycopg.AsyncConnection[Any], sql: Sql, stmt: Stmt, progress: _Progress
+) -> list[Any]:
+    cur = conn.cursor()
+    if stmt.many:
+        await cur.executemany(stmt.sql, stmt.params)
+    else:
+        await cur.execute(stmt.sql, stmt.params)  # type: ignore[arg-type]  # not many: a row
+        if _needs_rows(sql, stmt):
+            progress.pending = False
+            return await cur.fetchall()
+    progress.pending = True
+    return []
+
+
+def _drive_read(conn: psycopg.Connection[Any], op: Op[T]) -> T:
+    with conn.cursor() as cur:
+        return run_op(op, _one_statement(lambda stmt: _execute(cur, stmt)))
+
+
+async def _adrive_read(conn: psycopg.AsyncConnection[Any], op: Op[T]) -> T:
+    async with conn.cursor() as cur:
+        return await arun_op(op, _one_statement(lambda stmt: _aexecute(cur, stmt)))
+
+
+def _drive_write(conn: psycopg.Connection[Any], sql: Sql, op: Op[T], progress: _Progress) -> T:
+    try:
+        with conn.pipeline() as pipeline:
+            _pexecute(conn, sql, _BEGIN, progress)
+            result = run_op(op, lambda stmt: _pexecute(conn, sql, stmt, progress))
+            if progress.pending:
+                pipeline.sync()  # all but the COMMIT has run: a failure so far committed nothing
+            progress.committing = True
+            _pexecute(conn, sql, _COMMIT, progress)  # sent, and waited for, as the pipeline ends
+    except BaseException:
+        if not conn.closed and conn.info.transaction_status != _IDLE:
+            with contextlib.suppress(Exception):  # the failure says more than this one
+                conn.rollback()
+        raise
+    return result
+
+
+async def _adrive_write(
+    conn: psycopg.AsyncConnection[Any], sql: Sql, op: Op[T], progress: _Progress
+) -> T:
+    try:
+        async with conn.pipeline() as pipeline:
+            await _apexecute(conn, sql, _BEGIN, progress)
+            result = await arun_op(op, lambda stmt: _apexecute(conn, sql, stmt, progress))
+            if progress.pending:
+                await pipeline.sync()
+            progress.committing = True
+            await _apexecute(conn, sql, _COMMIT, progress)
+    except BaseException:
+        if not conn.closed and conn.info.transaction_status != _IDLE:
+            with contextlib.suppress(Exception):
+                await conn.rollback()
+        raise
+    return result
 
 
 @dataclass
@@ -411,10 +538,35 @@ class PostgresChatStore(SqlChatStore):
     def _run(self, make_op: Callable[[], Op[T]], *, write: bool) -> T:
         errors = _backend_errors()
         try:
-            with self._sync_pool().connection() as conn:
-                return _drive(conn, make_op())
+            pool = self._sync_pool()
+            try:
+                return self._attempt(pool, make_op, write=write, last=False)
+            except _Stale:
+                pool.check()  # drop the other connections the server closed, then retry
+                return self._attempt(pool, make_op, write=write, last=True)
         except errors as exc:
             raise self._error(exc) from exc
+
+    def _attempt(
+        self,
+        pool: psycopg_pool.ConnectionPool[Any],
+        make_op: Callable[[], Op[T]],
+        *,
+        write: bool,
+        last: bool,
+    ) -> T:
+        import psycopg
+
+        progress = _Progress()
+        with pool.connection() as conn:
+            try:
+                if write:
+                    return _drive_write(conn, self._sql, make_op(), progress)
+                return _drive_read(conn, make_op())
+            except psycopg.OperationalError as exc:
+                if last or progress.committing or not conn.closed:
+                    raise
+                raise _Stale from exc
 
     def _sync_pool(self) -> psycopg_pool.ConnectionPool[Any]:
         with self._lock:
@@ -430,9 +582,7 @@ class PostgresChatStore(SqlChatStore):
         # surfaces with libpq's reason (the pool would only time out).
         with psycopg.connect(**self._connect_kwargs()) as conn:
             self._check_version(_drive(conn, self._op_schema()))
-        pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
-            check=psycopg_pool.ConnectionPool.check_connection, **self._pool_kwargs()
-        )
+        pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(**self._pool_kwargs())
         try:
             pool.open(wait=True, timeout=self.pool_timeout_s)
         except BaseException:
@@ -446,10 +596,34 @@ class PostgresChatStore(SqlChatStore):
         errors = _backend_errors()
         try:
             pool = await self._async_pool()
-            async with pool.connection() as conn:
-                return await _adrive(conn, make_op())
+            try:
+                return await self._aattempt(pool, make_op, write=write, last=False)
+            except _Stale:
+                await pool.check()
+                return await self._aattempt(pool, make_op, write=write, last=True)
         except errors as exc:
             raise self._error(exc) from exc
+
+    async def _aattempt(
+        self,
+        pool: psycopg_pool.AsyncConnectionPool[Any],
+        make_op: Callable[[], Op[T]],
+        *,
+        write: bool,
+        last: bool,
+    ) -> T:
+        import psycopg
+
+        progress = _Progress()
+        async with pool.connection() as conn:
+            try:
+                if write:
+                    return await _adrive_write(conn, self._sql, make_op(), progress)
+                return await _adrive_read(conn, make_op())
+            except psycopg.OperationalError as exc:
+                if last or progress.committing or not conn.closed:
+                    raise
+                raise _Stale from exc
 
     async def _async_pool(self) -> psycopg_pool.AsyncConnectionPool[Any]:
         loop = asyncio.get_running_loop()
@@ -473,7 +647,7 @@ class PostgresChatStore(SqlChatStore):
         async with await psycopg.AsyncConnection.connect(**self._connect_kwargs()) as conn:
             self._check_version(await _adrive(conn, self._op_schema()))
         pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
-            check=psycopg_pool.AsyncConnectionPool.check_connection, **self._pool_kwargs()
+            **self._pool_kwargs()
         )
         try:
             await pool.open(wait=True, timeout=self.pool_timeout_s)

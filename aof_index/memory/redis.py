@@ -25,15 +25,20 @@ Layout, for a store with ``prefix="aof:chat:"``:
 No UTF-8 string ends the prefix with byte ``0xFF``, so no conversation key can collide with
 the indexes.
 
-Every operation is one call of one Lua script (:data:`LUA_SCRIPT`, run with ``EVALSHA``), so
-each is atomic on the server, and the sync and async paths send the same script with the
-same arguments: an operation is described once (``_Call``) and each path only transports it.
-Messages are encoded before anything is sent (a message over the codec's ``max_bytes`` is
-refused before any write).  Every write refreshes the conversation's expiry (``ttl`` seconds
-after its last write) and its index entries in the same script; expired entries are dropped
-from both indexes on every write and listing (:meth:`RedisChatStore.purge_expired` drops
-them now and counts them; Redis itself deletes the expired lists), and the indexes expire
-with their last conversation.
+Every write and every listing is one call of one Lua script (:data:`LUA_SCRIPT`, run with
+``EVALSHA``), so each is atomic on the server; reading a conversation is a plain ``LRANGE``
+of its list, atomic by itself (an expired list is already gone: Redis never returns it).  The
+sync and async paths send the same commands with the same arguments: an operation is
+described once (``_Call``) and each path only transports it.  Messages are encoded before
+anything is sent (a message over the codec's ``max_bytes`` is refused before any write), and
+elements of plain JSON are decoded from the reply's bytes as they are.  Every write refreshes
+the conversation's expiry (``ttl`` seconds after its last write) and its index entries in
+the same script; expired entries are dropped from both indexes on every listing and
+whenever a conversation enters or leaves the indexes (:meth:`RedisChatStore.purge_expired`
+drops them now and counts them; Redis itself deletes the expired lists, and a listing never
+returns an expired key), and the indexes expire with their last conversation.  An append to
+a conversation without TTL that already had none (the common case) only touches its list
+and reads its index entry.
 
 ``edit_head`` is the one operation of several calls (described once too, as a ``_Flow``):
 it reads the list (the raw elements), decodes it and runs the plan here, then sends one
@@ -117,6 +122,7 @@ DEFAULT_PREFIX = "aof:chat:"
 
 _INDEX_SUFFIX = b"\xffindex"
 _NAMES_SUFFIX = b"\xffkeys"
+# Every element a codec compresses or encrypts starts with this; plain JSON with "{".
 _EDIT_ATTEMPTS = 50
 _EDIT_BACKOFF_S = 0.002
 _SCHEMES = ("redis", "rediss", "unix")
@@ -193,31 +199,40 @@ local function sync_names()
   expire_indexes()
 end
 
--- After a change to a list: refresh its expiry and index entries (or drop the entries when
--- the list is gone), prune the indexes, and let them expire with their last conversation.
-local function changed(list, member)
-  local now = now_ms()
-  if redis.call('EXISTS', list) == 0 then
-    redis.call('ZREM', index, member)
-    redis.call('ZREM', names, member)
+-- The list holds messages after a write: refresh its expiry and index entries, and let the
+-- indexes expire with their last conversation.  They are pruned when a conversation enters
+-- them (so they hold the live conversations and those expired since the last one entered;
+-- listings prune too).  A conversation kept without TTL (scored +inf already) changes
+-- neither index nor their expiry: nothing more to do for it.
+local function refreshed(list, member)
+  local old = redis.call('ZSCORE', index, member)
+  local score = '+inf'
+  if ttl > 0 then
+    score = ms(now_ms() + ttl)
+    redis.call('PEXPIREAT', list, score)
   else
-    if ttl > 0 then
-      local at = ms(now + ttl)
-      redis.call('PEXPIREAT', list, at)
-      redis.call('ZADD', index, at, member)
-    else
-      redis.call('PERSIST', list)
-      redis.call('ZADD', index, '+inf', member)
-    end
-    redis.call('ZADD', names, 0, member)
+    redis.call('PERSIST', list)
+    if old == 'inf' then return end
   end
-  prune(now)
+  redis.call('ZADD', index, score, member)
+  if not old then
+    redis.call('ZADD', names, 0, member)
+    prune(now_ms())
+  end
   expire_indexes()
 end
 
-if op == 'get' then
-  return redis.call('LRANGE', list, 0, -1)
-elseif op == 'keys' then
+-- After a change to a list: refresh it as above, or drop its index entries when the list is
+-- gone (then prune the indexes and let them expire with their last conversation).
+local function changed(list, member)
+  if redis.call('EXISTS', list) == 1 then return refreshed(list, member) end
+  redis.call('ZREM', index, member)
+  redis.call('ZREM', names, member)
+  prune(now_ms())
+  expire_indexes()
+end
+
+if op == 'keys' then
   -- ARGV[5], ARGV[6]: the ZRANGEBYLEX bounds of the prefix.
   prune(now_ms())
   sync_names()
@@ -236,7 +251,7 @@ elseif op == 'purge' then
   return prune(now_ms())
 elseif op == 'append' then
   redis.call('RPUSH', list, ARGV[5])
-  changed(list, member)
+  refreshed(list, member)
   return false
 elseif op == 'insert' then
   local n = redis.call('LLEN', list)
@@ -312,7 +327,8 @@ elseif op == 'edit' then
 end
 return redis.error_reply('aof-index chat store script: unknown operation ' .. tostring(op))
 """
-"""The one Lua script behind every operation (``EVALSHA``; loaded again after a flush)."""
+"""The one Lua script behind every write and listing (``EVALSHA``; loaded again after a
+flush); reads are a plain ``LRANGE``."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,7 +337,11 @@ return redis.error_reply('aof-index chat store script: unknown operation ' .. to
 
 @dataclass(frozen=True)
 class _Call(Generic[T]):
-    """One run of :data:`LUA_SCRIPT`: the operation, its keys and operands, the reply parser."""
+    """One operation: the operation, its keys and operands, the reply parser.
+
+    Each is one run of :data:`LUA_SCRIPT`, except ``get``: a plain ``LRANGE`` of the list,
+    atomic by itself (and an expired list is already gone from Redis).
+    """
 
     op: str
     key: str | None
@@ -538,9 +558,9 @@ class RedisChatStore(ClosableStore, HistoryChatStore):
     leaves :meth:`get_keys` with it.
 
     Any number of threads, tasks and processes may share one server: each operation is one
-    atomic script (``edit_head`` a compare-and-swap one).  Pickling keeps the settings
-    (password and codec included, for a child process) and drops the clients, which the copy
-    recreates on first use.  ``close()`` or
+    atomic script or command (``edit_head`` a compare-and-swap script).  Pickling keeps the
+    settings (password and codec included, for a child process) and drops the clients, which
+    the copy recreates on first use.  ``close()`` or
     ``aclose()`` releases the connections; the next call reconnects.
 
     Example::
@@ -883,7 +903,10 @@ class RedisChatStore(ClosableStore, HistoryChatStore):
         attempt = 0
         while True:
             try:
-                raw = script(keys=keys, args=args)
+                if call.op == "get":
+                    raw = script.registered_client.lrange(keys[2], 0, -1)
+                else:
+                    raw = script(keys=keys, args=args)
             except errors as exc:
                 delay = self._retry_delay(exc, attempt)
                 if delay is None:
@@ -946,7 +969,10 @@ class RedisChatStore(ClosableStore, HistoryChatStore):
         attempt = 0
         while True:
             try:
-                raw = await script(keys=keys, args=args)
+                if call.op == "get":
+                    raw = await script.registered_client.lrange(keys[2], 0, -1)
+                else:
+                    raw = await script(keys=keys, args=args)
             except errors as exc:
                 delay = self._retry_delay(exc, attempt)
                 if delay is None:

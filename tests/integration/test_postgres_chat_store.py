@@ -8,6 +8,7 @@ running at the same time on the shared server never see each other's tables."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import pickle
 import shutil
@@ -605,6 +606,55 @@ def test_connections_dropped_by_the_server_cost_no_failed_call(schema: str) -> N
     assert drop_store_connections() >= 1
     store.add_message("k", msg("sync after"))
     assert asyncio.run(main()) == ["sync before", "sync after", "async before", "async after"]
+    store.close()
+
+
+def test_every_pooled_connection_dropped_at_once_costs_no_failed_call(schema: str) -> None:
+    # Connections are not checked as they leave the pool: the first call to meet a dead
+    # one checks the idle ones and runs once more, so one retry is enough for all of them.
+    store = make_store(schema, max_connections=4)
+    store.add_message("k", msg("before"))
+    pg_pool = store._sync_pool()
+    with contextlib.ExitStack() as held:  # open all four, then give them back
+        for _ in range(4):
+            held.enter_context(pg_pool.connection())
+    assert pg_pool.get_stats()["pool_available"] == 4
+    query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+        f"aof-index {schema}.{TABLE}",
+    )
+    store.add_message("k", msg("after"))  # a write: nothing was sent before the drop
+    assert texts(store, "k") == ["before", "after"]  # once each
+    query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+        f"aof-index {schema}.{TABLE}",
+    )
+    assert texts(store, "k") == ["before", "after"]  # a read
+    store.close()
+
+
+def test_round_trips_per_call(schema: str, tmp_path: Path) -> None:
+    # A read is one statement in autocommit; an append sends BEGIN, the lock and the INSERT
+    # together, then COMMIT; no connection check on checkout.
+    store = make_store(schema, max_connections=1)
+    store.add_message("k", msg("a"))
+    (conn,) = store._sync_pool()._pool  # the one idle connection
+
+    def round_trips(call: Callable[[], Any]) -> int:
+        trace = tmp_path / "trace"
+        with trace.open("w") as out:
+            conn.pgconn.trace(out.fileno())
+            try:
+                call()
+            finally:
+                conn.pgconn.untrace()
+        lines = [line.split("\t") for line in trace.read_text().splitlines()]
+        return sum(1 for line in lines if len(line) > 3 and line[3] == "ReadyForQuery")
+
+    assert round_trips(lambda: store.get_messages("k")) == 1
+    assert round_trips(lambda: store.get_keys()) == 1
+    assert round_trips(lambda: store.add_message("k", msg("b"))) == 2
+    assert texts(store, "k") == ["a", "b"]
     store.close()
 
 

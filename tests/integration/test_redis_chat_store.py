@@ -30,7 +30,7 @@ from aof_index import build_memory
 from aof_index.errors import BackendUnavailableError
 from aof_index.memory import RedisChatStore
 from aof_index.memory import redis as redis_module
-from aof_index.memory.codec import MessageCodec
+from aof_index.memory.codec import DecodeError, MessageCodec
 from aof_index.memory.edit import HeadEdit
 from aof_index.memory.redis import EditConflictError
 from aof_index.spec import Memory
@@ -350,6 +350,37 @@ def test_expired_entries_leave_both_indexes_when_purged(
     assert asyncio.run(store.apurge_expired()) == 0
     store.close()
     short.close()
+
+
+def test_expired_entries_leave_the_indexes_when_a_conversation_enters_them(
+    redis_port: int, admin: redis.Redis, prefix: str
+) -> None:
+    store = RedisChatStore(url=f"redis://127.0.0.1:{redis_port}", prefix=prefix, ttl=60)
+    short = RedisChatStore(url=f"redis://127.0.0.1:{redis_port}", prefix=prefix, ttl=0.3)
+    store.add_message("kept", msg("a"))
+    short.add_message("gone", msg("b"))
+    time.sleep(0.5)
+    store.add_message("kept", msg("c"))  # already indexed: no pruning on this write
+    assert admin.zcard(index_key(prefix)) == admin.zcard(names_key(prefix)) == 2
+    asyncio.run(store.async_add_message("new", msg("d")))  # enters the indexes: prunes
+    assert admin.zrange(index_key(prefix), 0, -1) == [b"kept", b"new"]
+    assert admin.zrange(names_key(prefix), 0, -1) == [b"kept", b"new"]
+    assert store.get_keys() == ["kept", "new"]
+    assert admin.pexpiretime(index_key(prefix)) == admin.zscore(index_key(prefix), "new")  # type: ignore[arg-type]
+    store.close()
+    short.close()
+
+
+def test_unreadable_elements_raise_the_codecs_error(
+    store: RedisChatStore, admin: redis.Redis, prefix: str
+) -> None:
+    store.add_message("k", msg("a"))
+    admin.rpush(f"{prefix}k", "not a chat message")
+    with pytest.raises(DecodeError, match="not a valid chat message"):
+        store.get_messages("k")
+    admin.rpush(f"{prefix}tagged", "aof:zz:AAAA")
+    with pytest.raises(DecodeError, match="unknown format tag"):
+        asyncio.run(store.aget_messages("tagged"))
 
 
 def test_edit_head_redoes_its_plan_when_the_head_changed(
