@@ -799,23 +799,16 @@ class _PostgresTarget(_Target):
             pool_size=pool,
             max_overflow=0,
         )
-        try:
-            store = LlamaPostgresChatStore(
+        return await _on_engines(
+            lambda: LlamaPostgresChatStore(
                 session=sessionmaker(engine),
                 async_session=sessionmaker(aengine, class_=AsyncSession),  # type: ignore[call-overload]
                 table_name="llama_messages",
                 schema_name=self.schema,
-            )
-        except BaseException:
-            await aengine.dispose()
-            engine.dispose()
-            raise
-
-        async def aclose() -> None:
-            await aengine.dispose()
-            engine.dispose()
-
-        return _Opened(store, _qualified_name(store), "", aclose)
+            ),
+            engine,
+            aengine,
+        )
 
     def cleanup(self) -> None:
         import psycopg
@@ -831,6 +824,21 @@ class _PostgresTarget(_Target):
             autocommit=True,
         ) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+
+async def _on_engines(build: Callable[[], Any], engine: Any, aengine: Any) -> _Opened:
+    """Open a LlamaIndex SQL store built on SQLAlchemy engines; closing disposes them."""
+
+    async def aclose() -> None:
+        await aengine.dispose()
+        engine.dispose()
+
+    try:
+        store = build()
+    except BaseException:
+        await aclose()
+        raise
+    return _Opened(store, _qualified_name(store), "", aclose)
 
 
 class _SQLiteTarget(_Target):
@@ -871,22 +879,15 @@ class _SQLiteTarget(_Target):
         aengine = create_async_engine(
             f"sqlite+aiosqlite:///{self.llama_path}", pool_size=pool, max_overflow=0
         )
-        try:
-            store = LlamaSQLiteChatStore(
+        return await _on_engines(
+            lambda: LlamaSQLiteChatStore(
                 session=sessionmaker(engine),
                 async_session=async_sessionmaker(aengine, class_=AsyncSession),  # type: ignore[arg-type]
                 table_name="llama_messages",
-            )
-        except BaseException:
-            await aengine.dispose()
-            engine.dispose()
-            raise
-
-        async def aclose() -> None:
-            await aengine.dispose()
-            engine.dispose()
-
-        return _Opened(store, _qualified_name(store), "", aclose)
+            ),
+            engine,
+            aengine,
+        )
 
     def cleanup(self) -> None:
         if self.owned:
