@@ -775,26 +775,18 @@ class _PostgresTarget(_Target):
         t = self.target
         # What its from_params builds (psycopg for the schema, asyncpg for async calls),
         # with the pool sized like ours.
-        engine = create_engine(
-            URL.create(
-                "postgresql+psycopg",
-                username=t.user,
-                password=t.password,
-                host=t.host,
-                port=t.port,
-                database=t.database,
-                query={"sslmode": t.sslmode},
-            )
+        url = URL.create(
+            "postgresql+psycopg",
+            username=t.user,
+            password=t.password,
+            host=t.host,
+            port=t.port,
+            database=t.database,
+            query={"sslmode": t.sslmode},
         )
+        engine = create_engine(url)
         aengine = create_async_engine(
-            URL.create(
-                "postgresql+asyncpg",
-                username=t.user,
-                password=t.password,
-                host=t.host,
-                port=t.port,
-                database=t.database,
-            ),
+            url.set(drivername="postgresql+asyncpg", query={}),
             connect_args={"ssl": t.sslmode},
             pool_size=pool,
             max_overflow=0,

@@ -31,7 +31,8 @@ kept, not which ones); see :mod:`aof_index.memory.codec`.
 Example:
     >>> from aof_index import build_memory
     >>> history = build_memory().conversations(agent="sre-bot")          # doctest: +SKIP
-    >>> history.add_message("incident-42", ChatMessage(role="user", content="disk full"))
+    >>> message = ChatMessage(role="user", content="disk full")
+    >>> history.add_message("incident-42", message)                       # doctest: +SKIP
     >>> history.get_messages("incident-42")                               # doctest: +SKIP
 """
 
@@ -313,7 +314,6 @@ def _trim_plan(policy: HistoryPolicy, count: Callable[[ChatMessage], int]) -> Ed
             while total > policy.max_tokens and drop < len(body) - 1:
                 total -= sizes[drop]
                 drop += 1
-            drop = max(drop, 0)
         while drop and not safe_cut(body, drop):
             drop += 1
         if drop == 0:
@@ -321,6 +321,11 @@ def _trim_plan(policy: HistoryPolicy, count: Callable[[ChatMessage], int]) -> Ed
         return HeadEdit(drop=start + drop, insert=messages[:start])
 
     return plan
+
+
+def _trimmed(removed: Sequence[ChatMessage]) -> int:
+    """Messages a trim deleted: what it removed, less the summary it put back."""
+    return len(removed) - (1 if removed and is_summary(removed[0]) else 0)
 
 
 def _window(messages: list[ChatMessage], policy: HistoryPolicy) -> list[ChatMessage]:
@@ -557,7 +562,7 @@ class ConversationHistory(BaseChatStore):
             return None
         if self._summary_due(seen[0]):
             self._start_thread(conversation)
-        return len(removed) - (1 if removed and is_summary(removed[0]) else 0)
+        return _trimmed(removed)
 
     async def atrim(self, conversation: str) -> int | None:
         """Async :meth:`trim` (a due summary starts as an asyncio task)."""
@@ -567,7 +572,7 @@ class ConversationHistory(BaseChatStore):
             return None
         if self._summary_due(seen[0]):
             self._start_task(conversation)
-        return len(removed) - (1 if removed and is_summary(removed[0]) else 0)
+        return _trimmed(removed)
 
     # -- summaries ----------------------------------------------------------------------
     def _summary_due(self, unsummarized: int) -> bool:

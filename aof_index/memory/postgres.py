@@ -83,7 +83,8 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr, fiel
 
 from aof_index.errors import BackendUnavailableError
 from aof_index.memory.sql_ops import (
-    WRITTEN_INDEX,
+    MIGRATIONS,
+    SCHEMA_VERSION,
     Dialect,
     Op,
     Sql,
@@ -103,18 +104,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
-"""Layout version recorded in ``aof_schema_versions``; bump it and add a migration below.
-
-1: the messages table; 2: its ``(key COLLATE "C", created_at)`` index."""
-
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 """libpq's ``sslmode`` values (the manifest allows disable, require, verify-ca, verify-full)."""
 
-# Migration hook: statements that bring an existing table from version N-1 to N, keyed by N
-# ({table} is substituted with the schema-qualified name, {index} and {key} as op_schema
-# says).  Version 1 is the CREATE TABLE.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {2: (WRITTEN_INDEX,)}
+# The layout version (sql_ops.SCHEMA_VERSION) is recorded in ``aof_schema_versions``;
+# 1: the messages table; 2: its ``(key COLLATE "C", created_at)`` index.
 
 _DIALECT = Dialect(
     placeholder="%s",
@@ -421,7 +415,7 @@ class PostgresChatStore(SqlChatStore):
         return sql_for(_DIALECT, self.table, self.db_schema)
 
     def _op_schema(self) -> Op[int]:
-        return op_schema(self._sql, SCHEMA_VERSION, _MIGRATIONS)
+        return op_schema(self._sql, SCHEMA_VERSION, MIGRATIONS)
 
     @property
     def _where(self) -> str:

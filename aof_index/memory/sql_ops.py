@@ -44,8 +44,10 @@ set the operations use.  :class:`SqlChatStore` implements the ``BaseChatStore`` 
 from __future__ import annotations
 
 __all__ = [
+    "MIGRATIONS",
     "POSITION_GAP",
     "PURGE_BATCH",
+    "SCHEMA_VERSION",
     "WRITTEN_INDEX",
     "Dialect",
     "Op",
@@ -99,6 +101,14 @@ PURGE_BATCH = 100
 
 WRITTEN_INDEX = "CREATE INDEX IF NOT EXISTS {index} ON {table} ({key}, created_at)"
 """The ``(key, created_at)`` index of schema version 2, as a migration template."""
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {2: (WRITTEN_INDEX,)}
+"""Statements bringing an existing table from version N-1 to N, keyed by N (``{table}``,
+``{index}`` and ``{key}`` as :func:`op_schema` says), the same in every dialect.  Version 1
+is the CREATE TABLE itself, which always creates the newest layout."""
+
+SCHEMA_VERSION = max(MIGRATIONS)
+"""The newest table layout; bump it by adding its migration above."""
 
 T = TypeVar("T")
 

@@ -58,8 +58,9 @@ from llama_index.core.bridge.pydantic import (
 
 from aof_index.errors import BackendUnavailableError
 from aof_index.memory.sql_ops import (
+    MIGRATIONS,
     POSITION_GAP,
-    WRITTEN_INDEX,
+    SCHEMA_VERSION,
     Dialect,
     Op,
     Sql,
@@ -73,11 +74,6 @@ from aof_index.memory.sql_ops import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
-"""Schema version written to ``PRAGMA user_version``; bump it and add a migration below.
-
-1: the messages table; 2: its ``(key, created_at)`` index."""
-
 JournalMode = Literal["DELETE", "TRUNCATE", "PERSIST", "MEMORY", "WAL", "OFF"]
 """SQLite journal modes accepted by ``spec.backend.sqlite.journalMode``."""
 
@@ -87,15 +83,13 @@ _SQLITE_BUSY = 5  # primary result code; SQLite returns it at once, without its 
 _SQLITE_LOCKED = 6  # primary result code; shared-cache in-memory databases return it at once
 _MAX_RETRY_DELAY_S = 0.05
 
-# Migration hook: statements that bring an existing table from version N-1 to N, keyed by N
-# ({table}, {index} and {key} are substituted, see op_schema).  Version 1 is the CREATE
-# TABLE itself, which always creates the newest layout, so a new table skips migrations.
+# Migrations (sql_ops.MIGRATIONS) bring a table to sql_ops.SCHEMA_VERSION (1: the messages
+# table; 2: its (key, created_at) index), which is written to ``PRAGMA user_version``.
 # user_version belongs to the whole file: when a file may hold several chat tables, a
 # migration has to be safe to run on a table that is already up to date (or find every chat
 # table in sqlite_master itself).  Indexes are also ensured on every open (the dialect's
 # indexes_every_open), so a second table of a file another table brought to version 2
 # gets its index too.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {2: (WRITTEN_INDEX,)}
 
 _DIALECT = Dialect(
     placeholder="?",
@@ -320,7 +314,7 @@ class SQLiteChatStore(SqlChatStore):
 
     def _op_schema(self) -> Op[int]:
         # The module's globals are read on each call (tests patch them).
-        return op_schema(self._sql, SCHEMA_VERSION, _MIGRATIONS)
+        return op_schema(self._sql, SCHEMA_VERSION, MIGRATIONS)
 
     @property
     def _where(self) -> str:

@@ -350,9 +350,9 @@ def test_migration_hook_upgrades_an_existing_table(
     monkeypatch.setattr(postgres_module, "SCHEMA_VERSION", newer)
     monkeypatch.setattr(
         postgres_module,
-        "_MIGRATIONS",
+        "MIGRATIONS",
         {
-            **postgres_module._MIGRATIONS,
+            **postgres_module.MIGRATIONS,
             newer: ("ALTER TABLE {table} ADD COLUMN expires_at DOUBLE PRECISION",),
         },
     )

@@ -352,8 +352,8 @@ def test_migration_hook_upgrades_an_existing_table(
     monkeypatch.setattr(sqlite_module, "SCHEMA_VERSION", newer)
     monkeypatch.setattr(
         sqlite_module,
-        "_MIGRATIONS",
-        {**sqlite_module._MIGRATIONS, newer: ("ALTER TABLE {table} ADD COLUMN expires_at REAL",)},
+        "MIGRATIONS",
+        {**sqlite_module.MIGRATIONS, newer: ("ALTER TABLE {table} ADD COLUMN expires_at REAL",)},
     )
     with SQLiteChatStore(path=path) as store:
         assert texts(store, "k") == [f"written by version {SCHEMA_VERSION}"]
