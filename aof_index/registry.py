@@ -23,8 +23,8 @@ from aof_index.errors import BackendUnavailableError, UnknownBackendError
 
 __all__ = ["GROUPS", "Group", "available", "get_factory", "missing_extra"]
 
-Group = Literal["chat_stores", "vector_stores", "embeddings"]
-GROUPS: tuple[Group, ...] = ("chat_stores", "vector_stores", "embeddings")
+Group = Literal["chat_stores", "vector_stores", "embeddings", "readers"]
+GROUPS: tuple[Group, ...] = ("chat_stores", "vector_stores", "embeddings", "readers")
 
 # Names the manifest schema allows but that no built-in implements yet, with the reason,
 # so the error says more than "unknown".
@@ -95,4 +95,8 @@ def _extra_hint(name: str) -> str:
         "Cohere": "cohere",
         "Redis": "redis",
         "PostgreSQL": "postgres",
+        "URL": "web",
+        "S3": "s3",
+        "API": "api",
+        "Database": "database",
     }.get(name, "all")

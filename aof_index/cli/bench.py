@@ -220,3 +220,88 @@ def _cell(figures: dict[str, object], field: str | tuple[str, str]) -> str:
     if isinstance(value, float):
         return f"{value:,.1f}" if field == "throughput_ops_s" else f"{value:.3f}"
     return str(value)
+
+
+class ReaderName(StrEnum):
+    """Readers ``bench sources`` measures."""
+
+    local_files = "LocalFiles"
+    git = "Git"
+    url = "URL"
+
+
+@bench_app.command("sources")
+def sources(
+    corpus: Annotated[
+        Path,
+        typer.Option(
+            "--corpus",
+            exists=True,
+            file_okay=False,
+            help="Folder of Markdown documents (LocalFiles reads it; Git and URL are built "
+            "from it).",
+        ),
+    ] = Path("../shared/data/k8s-docs"),
+    reader: Annotated[
+        list[ReaderName] | None,
+        typer.Option("--reader", "-r", help="Reader to measure (repeatable; default: all)."),
+    ] = None,
+    git_files: Annotated[
+        int, typer.Option("--git-files", min=1, help="Files in the generated repository.")
+    ] = 3000,
+    pages: Annotated[
+        int, typer.Option("--pages", min=1, help="Pages of the generated site.")
+    ] = 500,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="URL requests in flight per host.")
+    ] = 4,
+    delay_ms: Annotated[
+        float,
+        typer.Option("--delay-ms", min=0, help="The local site's wait before each answer."),
+    ] = 20.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """Readers' documents/s and MB/s next to a baseline in the same run, and the cost of a
+    no-change listing (the incremental check)."""
+    from aof_index.bench.sources import SourcesBenchConfig, run_sources_bench
+
+    config = SourcesBenchConfig(
+        corpus=corpus,
+        readers=[r.value for r in reader] if reader else ("LocalFiles", "Git", "URL"),
+        git_files=git_files,
+        pages=pages,
+        concurrency=concurrency,
+        delay_ms=delay_ms,
+    )
+
+    def say(name: str) -> None:
+        if not as_json:
+            err_console.print(f"[dim]measuring {name}...[/]", highlight=False)
+
+    try:
+        results = run_sources_bench(config, progress=say)
+    except (AofIndexError, OSError) as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        console.print_json(json.dumps([r.as_dict() for r in results]))
+        return
+    table = Table(title="bench sources")
+    for column in ("reader", "docs", "MB", "s", "docs/s", "MB/s", "no-change listing s"):
+        table.add_column(column, justify="right" if column != "reader" else "left")
+    table.add_column("baseline")
+    table.add_column("baseline s", justify="right")
+    table.add_column("ratio", justify="right")
+    for r in results:
+        table.add_row(
+            r.reader,
+            str(r.documents),
+            f"{r.megabytes:.2f}",
+            f"{r.seconds:.2f}",
+            f"{r.docs_per_s:,.0f}",
+            f"{r.mb_per_s:.2f}",
+            f"{r.listing_seconds:.3f}",
+            f"{r.baseline} ({r.baseline_documents} docs)",
+            f"{r.baseline_seconds:.2f}",
+            f"{r.ratio:.2f}x",
+        )
+    console.print(table)

@@ -68,7 +68,7 @@ def chunk(
     except FileNotFoundError as exc:
         raise fail(str(exc)) from exc
     for skip in reader.skipped:
-        err_console.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", highlight=False)
+        err_console.print(f"[yellow]skipped[/] {skip.what}: {skip.reason}", highlight=False)
     if knowledge_base is not None:
         kb = load_knowledge_base_option(knowledge_base, memory)
         mem, chunking = kb.memory, kb.resource.spec.chunking

@@ -58,7 +58,7 @@ def ingest(
     except FileNotFoundError as exc:
         raise fail(str(exc)) from exc
     except AofIndexError as exc:
-        skipped = "; ".join(f"{s.path}: {s.reason}" for s in reader.skipped[:5])
+        skipped = "; ".join(f"{s.what}: {s.reason}" for s in reader.skipped[:5])
         raise fail(f"{exc}" + (f" (skipped: {skipped})" if skipped else "")) from exc
     documents, chunks = mem.ingest_state.counts()
     summary = {
@@ -76,7 +76,7 @@ def ingest(
         console.print_json(json.dumps(summary))
         return
     for skip in reader.skipped:
-        err_console.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", highlight=False)
+        err_console.print(f"[yellow]skipped[/] {skip.what}: {skip.reason}", highlight=False)
     console.print(
         f"[bold green]Ingested[/] {report.documents} documents in {report.seconds:.1f}s: "
         f"{report.added} new, {report.updated} changed, {report.unchanged} unchanged; "

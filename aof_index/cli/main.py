@@ -16,6 +16,7 @@ from aof_index.cli.ingest import ingest
 from aof_index.cli.init import init
 from aof_index.cli.memory import memory_app
 from aof_index.cli.query import query
+from aof_index.cli.sources import sources_app
 from aof_index.cli.validate import validate
 from aof_index.offline import configure_offline
 
@@ -53,3 +54,4 @@ app.command()(demo)
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
 app.add_typer(memory_app, name="memory")
+app.add_typer(sources_app, name="sources")

@@ -50,8 +50,13 @@ class IngestReport:
 
 def _version(document: Document, pipeline: str) -> str:
     """What must match for a document to count as unchanged: its content version and the
-    pipeline that chunked and embedded it (a new chunker or model re-does every document)."""
-    return f"{document.metadata.get('version') or document.hash}@{pipeline}"
+    pipeline that chunked and embedded it (a new chunker or model re-does every document).
+
+    The content version is the reader's ``content_hash`` where it gives one (a touched file
+    keeps it, while its listing ``version``, mtime and size, changes), else its ``version``.
+    """
+    meta = document.metadata
+    return f"{meta.get('content_hash') or meta.get('version') or document.hash}@{pipeline}"
 
 
 def pipeline_fingerprint(

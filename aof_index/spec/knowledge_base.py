@@ -221,10 +221,17 @@ class KnowledgeSource(SpecModel):
         section: SpecModel | None = getattr(self, _FIELD_OF_SOURCE[self.type])
         return section
 
+    @property
+    def settings_field(self) -> str | None:
+        """The manifest name of that section (e.g. ``localFiles`` for ``LocalFiles``)."""
+        if self.type is None:
+            return None
+        return type(self).model_fields[_FIELD_OF_SOURCE[self.type]].alias or ""
+
     @model_validator(mode="after")
     def _section_for_type(self) -> KnowledgeSource:
         if self.type is not None and self.settings is None:
-            section = type(self).model_fields[_FIELD_OF_SOURCE[self.type]].alias or ""
+            section = self.settings_field or ""
             raise spec_error(
                 section,
                 f"source type is {self.type} but the `{section}` section that configures it "

@@ -1,8 +1,12 @@
-"""Read local files (text, Markdown, code, HTML, PDF) into LlamaIndex documents.
+"""Read local files (text, Markdown, code, HTML, PDF, DOCX) into LlamaIndex documents.
 
-Documents get stable ids (``uuid5`` of the file's path relative to its root), a content hash
-as their version marker, and metadata naming the file.  Files that are not text (images,
-archives, anything with NUL bytes) are skipped and reported, never indexed as garbage.
+Listing is cheap: it walks the folders and calls ``stat`` on each file, reading no content. A
+document's id is stable (``uuid5`` of its path relative to its root, see
+:func:`document_id`) and its version is ``"<mtime_ns>-<size>"``, so an edited file gets a
+new version and an untouched one keeps it. Loading reads the file, turns it into text (see
+:mod:`aof_index_readers.text`) and adds ``content_hash`` (sha256 of the text) to the
+metadata. Files that are not text (images, archives, anything with NUL bytes), empty files
+and files over the size limit are skipped with a reason, never indexed as garbage.
 Symlinks and ``..`` cannot reach outside the configured roots.
 """
 
@@ -10,84 +14,39 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import logging
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Unpack
 
-from llama_index.core.readers.base import BaseReader
 from llama_index.core.schema import Document
 
-__all__ = ["LocalFilesReader", "SkippedFile", "document_id"]
-
-logger = logging.getLogger(__name__)
-
-TEXT_SUFFIXES = frozenset(
-    [
-        ".md",
-        ".markdown",
-        ".mdx",
-        ".txt",
-        ".text",
-        ".rst",
-        ".adoc",
-        ".csv",
-        ".log",
-        ".ini",
-        ".cfg",
-        ".conf",
-        ".toml",
-        ".yaml",
-        ".yml",
-        ".json",
-        ".xml",
-        ".py",
-        ".go",
-        ".rs",
-        ".java",
-        ".kt",
-        ".scala",
-        ".c",
-        ".h",
-        ".cc",
-        ".cpp",
-        ".hpp",
-        ".cs",
-        ".js",
-        ".jsx",
-        ".ts",
-        ".tsx",
-        ".rb",
-        ".php",
-        ".sh",
-        ".bash",
-        ".zsh",
-        ".ps1",
-        ".sql",
-        ".tf",
-        ".hcl",
-        ".proto",
-        ".graphql",
-        ".lua",
-        ".swift",
-        ".r",
-        ".dockerfile",
-    ]
+from aof_index_readers.base import (
+    DocumentRef,
+    ReaderOptions,
+    Skipped,
+    SourceReader,
+    iso_time,
 )
-HTML_SUFFIXES = frozenset({".html", ".htm"})
-PDF_SUFFIXES = frozenset({".pdf"})
-_TEXT_NAMES = frozenset({"dockerfile", "makefile", "readme", "license", "jenkinsfile"})
-MAX_FILE_BYTES = 20 * 1024 * 1024
+from aof_index_readers.errors import SourceNotFoundError
+from aof_index_readers.text import NotText, extract_text, file_type, unsupported_reason
+
+__all__ = [
+    "LocalFilesReader",
+    "LocalPathNotFoundError",
+    "SkippedFile",
+    "document_id",
+    "excluded",
+]
+
+SkippedFile = Skipped
+"""Former name of :class:`~aof_index_readers.base.Skipped` (its ``path`` is now ``what``)."""
+
+_GLOB_CHARS = frozenset("*?[")
 
 
-@dataclass(frozen=True)
-class SkippedFile:
-    """A file that was found but not read, and why."""
-
-    path: Path
-    reason: str
+class LocalPathNotFoundError(SourceNotFoundError, FileNotFoundError):
+    """A configured path does not exist (also a ``FileNotFoundError`` for older callers)."""
 
 
 def document_id(root: Path, path: Path) -> str:
@@ -96,145 +55,150 @@ def document_id(root: Path, path: Path) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"file:{root.as_posix()}/{relative}"))
 
 
-class LocalFilesReader(BaseReader):
+def excluded(relative: str, patterns: Iterable[str]) -> bool:
+    """Whether the ``/``-separated ``relative`` path matches one of the glob ``patterns``.
+
+    A pattern matches the whole relative path, the file name, or any folder name on the way
+    (``node_modules`` leaves out everything below such a folder).
+    """
+    parts = relative.split("/")
+    return any(
+        fnmatch.fnmatch(relative, pattern)
+        or fnmatch.fnmatch(parts[-1], pattern)
+        or any(fnmatch.fnmatch(part, pattern) for part in parts[:-1])
+        for pattern in patterns
+    )
+
+
+class LocalFilesReader(SourceReader):
     """Read files and folders from the local disk.
 
     Args:
-        paths: files, folders (read recursively) or glob patterns.
-        exclude: glob patterns (matched against the path relative to its root and the
-            file name) of files to leave out.
+        paths: files, folders (read recursively) or glob patterns; relative globs are
+            matched from ``root`` (else the working directory).
+        exclude: glob patterns (matched against the path relative to its root, the file
+            name and each folder name) of files to leave out.
         root: folder that every path must stay inside; defaults to each path's own folder.
+        source_name: the source's name, copied into every document's metadata.
+        max_document_bytes: larger files are skipped with a reason.
+        max_source_bytes: one load stops with ``SourceLimitError`` past this much text.
+
+    Metadata: ``source`` (the resolved path), ``file_name``, ``file_type``, ``title`` (the
+    first Markdown heading, HTML ``<title>``, PDF/DOCX title, else the file name),
+    ``last_modified``, ``version`` (``"<mtime_ns>-<size>"``) and, once loaded,
+    ``content_hash``.
 
     Example:
-        >>> docs = LocalFilesReader(["docs/"], exclude=["*.png"]).load_data()  # doctest: +SKIP
+        >>> reader = LocalFilesReader(["docs/"], exclude=["*.png"], source_name="docs")
+        >>> docs = reader.load_data()  # doctest: +SKIP
     """
+
+    source_type = "LocalFiles"
 
     def __init__(
         self,
         paths: Sequence[str | Path],
         exclude: Sequence[str] = (),
         root: str | Path | None = None,
+        **common: Unpack[ReaderOptions],
     ) -> None:
+        super().__init__(**common)
         self.paths = [Path(p).expanduser() for p in paths]
         self.exclude = list(exclude)
         self.root = Path(root).expanduser().resolve() if root is not None else None
-        self.skipped: list[SkippedFile] = []
+
+    # --- listing ---------------------------------------------------------------------------
+
+    def list_documents(self) -> Iterator[DocumentRef]:
+        """One ref per file, from ``stat`` alone (no content is read).
+
+        Files whose name says they are not text (images, archives...) are skipped here.
+        """
+        for root, path in self._targets():
+            reason = unsupported_reason(path.name)
+            if reason is not None:
+                self.skip(str(path), reason)
+                continue
+            try:
+                stat = path.stat()
+            except OSError as exc:  # removed or unreadable since the walk
+                self.skip(str(path), f"unreadable: {exc}")
+                continue
+            yield DocumentRef(
+                id=document_id(root, path),
+                version=f"{stat.st_mtime_ns}-{stat.st_size}",
+                metadata={
+                    "source": str(path),
+                    "file_name": path.name,
+                    "file_type": file_type(path.name),
+                    "title": path.name,
+                    "last_modified": iso_time(stat.st_mtime),
+                },
+                handle=path,
+            )
 
     def _targets(self) -> Iterator[tuple[Path, Path]]:
         """(root, file) pairs, each file once, sorted for determinism."""
         seen: set[Path] = set()
         for raw in self.paths:
-            if any(ch in str(raw) for ch in "*?["):
-                base = self.root or Path.cwd()
-                candidates: Iterable[Path] = sorted(base.glob(str(raw)))
-                root = base
-            elif raw.is_dir():
-                root = self.root or raw.resolve()
-                candidates = sorted(p for p in raw.rglob("*") if p.is_file())
-            elif raw.exists():
-                root = self.root or raw.resolve().parent
-                candidates = [raw]
-            else:
-                raise FileNotFoundError(f"LocalFiles: {raw} does not exist")
+            root, candidates = self._candidates(raw)
             for path in candidates:
                 real = path.resolve()
                 if real in seen or not real.is_file():
                     continue
                 if not real.is_relative_to(root):
-                    self._skip(path, f"resolves outside the root {root}")
+                    self.skip(str(path), f"resolves outside the root {root}")
                     continue
-                if self._excluded(real.relative_to(root)):
+                if excluded(real.relative_to(root).as_posix(), self.exclude):
                     continue
                 seen.add(real)
                 yield root, real
 
-    def _excluded(self, relative: Path) -> bool:
-        rel = relative.as_posix()
-        return any(
-            fnmatch.fnmatch(rel, pat)
-            or fnmatch.fnmatch(relative.name, pat)
-            or any(fnmatch.fnmatch(part, pat) for part in relative.parts[:-1])
-            for pat in self.exclude
+    def _candidates(self, raw: Path) -> tuple[Path, Iterable[Path]]:
+        """The root of ``raw`` and the paths it names (before the root and exclude checks)."""
+        if any(ch in _GLOB_CHARS for ch in str(raw)):
+            if raw.is_absolute():
+                base, pattern = _split_glob(raw)
+                return self.root or base.resolve(), sorted(base.glob(pattern))
+            base = self.root or Path.cwd()
+            return base, sorted(base.glob(str(raw)))
+        if raw.is_dir():
+            return self.root or raw.resolve(), sorted(p for p in raw.rglob("*") if p.is_file())
+        if raw.exists():
+            return self.root or raw.resolve().parent, [raw]
+        raise LocalPathNotFoundError(
+            f"LocalFiles source {self.source_name!r}: {raw} does not exist; check "
+            "localFiles.paths (relative paths start from the working directory)"
         )
 
-    def _skip(self, path: Path, reason: str) -> None:
-        logger.info("skipping %s: %s", path, reason)
-        self.skipped.append(SkippedFile(path, reason))
+    # --- loading ---------------------------------------------------------------------------
 
-    def lazy_load_data(self) -> Iterator[Document]:  # type: ignore[override]
-        """Yield one document per readable file, streaming (one file in memory at a time)."""
-        self.skipped = []
-        for root, path in self._targets():
-            text = self._read(path)
-            if text is None:
-                continue
-            stat = path.stat()
-            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-            yield Document(
-                id_=document_id(root, path),
-                text=text,
-                metadata={
-                    "source": str(path),
-                    "file_name": path.name,
-                    "file_type": path.suffix.lower().lstrip(".") or path.name.lower(),
-                    "last_modified": datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(),
-                    "version": digest,
-                },
-            )
-
-    def load_data(self) -> list[Document]:  # type: ignore[override]
-        """Read every file into memory at once (prefer :meth:`lazy_load_data`)."""
-        return list(self.lazy_load_data())
-
-    def _read(self, path: Path) -> str | None:
-        suffix = path.suffix.lower()
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            self._skip(path, f"larger than {MAX_FILE_BYTES // 2**20} MiB")
+    def load_document(self, ref: DocumentRef) -> Document | None:
+        """Read one listed file; ``None`` (and a :attr:`skipped` entry) if it is not text."""
+        path = ref.handle if isinstance(ref.handle, Path) else Path(str(ref.metadata["source"]))
+        what = str(path)
+        reason = unsupported_reason(path.name)
+        if reason is not None:
+            self.skip(what, reason)
             return None
         try:
-            if suffix in PDF_SUFFIXES:
-                return _read_pdf(path)
-            raw = path.read_bytes()
-        except (OSError, ValueError) as exc:
-            self._skip(path, f"unreadable: {exc}")
+            if self.too_large(what, path.stat().st_size):
+                return None
+            extracted = extract_text(path.name, path.read_bytes())
+        except OSError as exc:
+            self.skip(what, f"unreadable: {exc}")
             return None
-        known = suffix in TEXT_SUFFIXES | HTML_SUFFIXES or path.name.lower() in _TEXT_NAMES
-        if not known and suffix:  # extension-less files are sniffed below instead
-            self._skip(path, f"unsupported file type {suffix}")
+        except NotText as exc:
+            self.skip(what, exc.reason)
             return None
-        if b"\x00" in raw[:8192]:
-            self._skip(path, "binary content (NUL bytes)")
-            return None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
-        if suffix in HTML_SUFFIXES:
-            text = _html_to_text(text)
-        if not text.strip():
-            self._skip(path, "empty")
-            return None
-        return text
+        digest = hashlib.sha256(extracted.text.encode("utf-8")).hexdigest()
+        return self.make_document(
+            ref, extracted.text, {"title": extracted.title or path.name, "content_hash": digest}
+        )
 
 
-def _html_to_text(html: str) -> str:
-    try:
-        from bs4 import BeautifulSoup
-    except ImportError:  # pragma: no cover - files extra missing
-        import re
-
-        return re.sub(r"<[^>]+>", " ", html)
-    soup = BeautifulSoup(html, "html.parser")
-    for tag in soup(["script", "style", "nav", "footer"]):
-        tag.decompose()
-    return soup.get_text("\n", strip=True)
-
-
-def _read_pdf(path: Path) -> str:
-    try:
-        from pypdf import PdfReader
-    except ImportError as exc:
-        raise ValueError("PDF support needs pypdf: pip install 'aof-index[files]'") from exc
-    reader = PdfReader(str(path))
-    return "\n\n".join(page.extract_text() or "" for page in reader.pages)
+def _split_glob(pattern: Path) -> tuple[Path, str]:
+    """``/a/b/*.md`` as (``/a/b``, ``*.md``): the fixed folder and the pattern below it."""
+    parts = pattern.parts
+    first = next(i for i, part in enumerate(parts) if any(ch in _GLOB_CHARS for ch in part))
+    return Path(*parts[:first]), "/".join(parts[first:])
