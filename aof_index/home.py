@@ -7,7 +7,7 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 
-__all__ = ["data_home", "memory_dir"]
+__all__ = ["data_home", "knowledge_dir", "memory_dir"]
 
 
 def data_home() -> Path:
@@ -19,3 +19,8 @@ def data_home() -> Path:
 def memory_dir(namespace: str, name: str, home: Path | None = None) -> Path:
     """The folder of one Memory resource's embedded stores (not created here)."""
     return (home or data_home()) / "memories" / namespace / name
+
+
+def knowledge_dir(namespace: str, name: str, home: Path | None = None) -> Path:
+    """The folder of one KnowledgeBase's sync state (not created here)."""
+    return (home or data_home()) / "knowledge" / namespace / name

@@ -14,6 +14,7 @@ from aof_index.cli.demo import demo
 from aof_index.cli.eval import eval_app
 from aof_index.cli.ingest import ingest
 from aof_index.cli.init import init
+from aof_index.cli.kb import kb_app
 from aof_index.cli.memory import memory_app
 from aof_index.cli.query import query
 from aof_index.cli.sources import sources_app
@@ -55,3 +56,4 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
 app.add_typer(memory_app, name="memory")
 app.add_typer(sources_app, name="sources")
+app.add_typer(kb_app, name="kb")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from aof_index.offline import configure_offline
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["DEFAULT_LOCAL_MODEL", "LocalEmbedding", "resolve_local_model"]
+__all__ = ["DEFAULT_LOCAL_MODEL", "LocalEmbedding", "by_length", "resolve_local_model"]
 
 DEFAULT_LOCAL_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -107,14 +108,32 @@ class LocalEmbedding(BaseEmbedding):
         return self._model
 
     @property
+    def tokenizer(self) -> Any:
+        """The model's Hugging Face tokenizer (what chunkers count and cut with)."""
+        return self.model.tokenizer
+
+    @property
     def max_tokens(self) -> int:
         """Word pieces the model reads per text, special tokens included."""
         return int(self.model.max_seq_length or 512)
 
     def count_tokens(self, text: str) -> int:
         """Word pieces of ``text`` without special tokens, as the model's tokenizer counts."""
-        ids = self.model.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         return len(ids)
+
+    def get_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        """Embed ``texts``, shortest first so LlamaIndex's batches hold similar lengths.
+
+        Each model call pads its batch to its longest text: sorting the whole list (by
+        characters, a cheap stand-in for tokens) before LlamaIndex cuts it into batches of
+        ``embed_batch_size`` wastes far less work on padding.  Vectors come back in the
+        caller's order.
+        """
+        embed = super().get_text_embedding_batch
+        return by_length(texts, lambda batch: embed(batch, show_progress=show_progress, **kwargs))
 
     def _encode(self, texts: list[str]) -> list[Embedding]:
         vectors = self.model.encode(
@@ -144,3 +163,13 @@ class LocalEmbedding(BaseEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+
+def by_length(texts: list[str], embed: Callable[[list[str]], list[Embedding]]) -> list[Embedding]:
+    """``embed(texts)`` with ``texts`` handed over shortest first, vectors in their order."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    vectors = embed([texts[i] for i in order])
+    restored: list[Embedding] = [[] for _ in texts]
+    for position, index in enumerate(order):
+        restored[index] = vectors[position]
+    return restored

@@ -28,7 +28,17 @@ from aof_index.build.memory import MemoryComponents
 from aof_index.errors import IngestError
 from aof_index.node_parsers.base import CHUNKING_REVISION, ChunkerBase, plain_settings
 
-__all__ = ["IngestReport", "Progress", "ingest_documents", "pipeline_fingerprint"]
+__all__ = [
+    "IngestReport",
+    "Progress",
+    "collection_exists",
+    "content_version",
+    "embed_nodes",
+    "embed_text",
+    "ingest_documents",
+    "pipeline_fingerprint",
+    "process_documents",
+]
 
 Progress = Callable[[str, int, int], None]
 """Called as ``progress(stage, done, total)``; stages are ``read``, ``chunk``, ``embed``."""
@@ -48,7 +58,7 @@ class IngestReport:
     sources: list[str] = field(default_factory=list)
 
 
-def _version(document: Document, pipeline: str) -> str:
+def content_version(document: Document, pipeline: str) -> str:
     """What must match for a document to count as unchanged: its content version and the
     pipeline that chunked and embedded it (a new chunker or model re-does every document).
 
@@ -112,7 +122,7 @@ def ingest_documents(
     for document in documents:
         report.documents += 1
         previous = known.get(document.doc_id)
-        if previous == _version(document, pipeline):
+        if previous == content_version(document, pipeline):
             report.unchanged += 1
         else:
             todo.append(document)
@@ -125,10 +135,7 @@ def ingest_documents(
     if report.documents == 0:
         raise IngestError("nothing to ingest: no readable document was found")
     if todo:
-        kept: Sequence[BaseNode] = todo
-        for transform in transforms:
-            kept = transform(list(kept))
-        nodes = _chunk(parser, [d for d in kept if isinstance(d, Document)], progress)
+        nodes = process_documents(todo, parser, transforms, progress)
         _write(memory, todo, nodes, pipeline, progress, batch_size)
         report.chunks = len(nodes)
         report.sources = [str(d.metadata.get("source", d.doc_id)) for d in todo]
@@ -136,18 +143,39 @@ def ingest_documents(
     return report
 
 
-def _chunk(
-    parser: ChunkerBase, documents: Sequence[Document], progress: Progress | None
+def process_documents(
+    documents: Sequence[Document],
+    parser: ChunkerBase,
+    transforms: Sequence[TransformComponent] = (),
+    progress: Progress | None = None,
 ) -> list[BaseNode]:
+    """Run the processing ``transforms`` over ``documents`` together (deduplication compares
+    them with each other), then chunk each document kept; chunk ids are deterministic."""
+    kept: Sequence[BaseNode] = documents
+    for transform in transforms:
+        kept = transform(list(kept))
+    chunkable = [d for d in kept if isinstance(d, Document)]
     nodes: list[BaseNode] = []
-    for i, document in enumerate(documents, 1):
+    for i, document in enumerate(chunkable, 1):
         nodes.extend(parser.get_nodes_from_documents([document]))
         if progress:
-            progress("chunk", i, len(documents))
+            progress("chunk", i, len(chunkable))
     return nodes
 
 
-def _collection_exists(store: BasePydanticVectorStore) -> bool:
+def embed_text(node: BaseNode) -> str:
+    """What the embedding model sees of a chunk: its text with the embedded metadata."""
+    return node.get_content(metadata_mode=MetadataMode.EMBED)
+
+
+def embed_nodes(memory: MemoryComponents, nodes: Sequence[BaseNode]) -> None:
+    """Embed ``nodes`` in one call to the Memory's model, setting ``node.embedding``."""
+    vectors = memory.embed_model.get_text_embedding_batch([embed_text(n) for n in nodes])
+    for node, vector in zip(nodes, vectors, strict=True):
+        node.embedding = vector
+
+
+def collection_exists(store: BasePydanticVectorStore) -> bool:
     """Whether deleting from ``store`` is safe: Qdrant's store creates its collection on the
     first add and raises on a delete before that; other stores always answer."""
     client = getattr(store, "client", None)
@@ -164,21 +192,18 @@ def _write(
     progress: Progress | None,
     batch_size: int,
 ) -> None:
-    embed = memory.embed_model
     store = memory.vector_store
     keywords = memory.keyword_index
     # Documents seen before, or written by a run that died before recording them, may have
     # chunks in the stores: remove them first so the new chunks replace, never add to, them.
-    has_collection = _collection_exists(store)
+    has_collection = collection_exists(store)
     for document in documents:
         if has_collection:
             store.delete(document.doc_id)
         keywords.delete_ref_doc(document.doc_id)
     for start in range(0, len(nodes), batch_size):
         batch = list(nodes[start : start + batch_size])
-        texts = [n.get_content(metadata_mode=MetadataMode.EMBED) for n in batch]
-        for node, vector in zip(batch, embed.get_text_embedding_batch(texts), strict=True):
-            node.embedding = vector
+        embed_nodes(memory, batch)
         store.add(batch)
         keywords.add(batch)
         if progress:
@@ -191,7 +216,7 @@ def _write(
     memory.ingest_state.record(
         (
             d.doc_id,
-            _version(d, pipeline),
+            content_version(d, pipeline),
             str(d.metadata.get("source", d.doc_id)),
             by_doc[d.doc_id],
         )

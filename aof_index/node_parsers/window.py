@@ -59,7 +59,7 @@ def token_window(embed_model: BaseEmbedding) -> TokenWindow:
     from aof_index.embeddings.local import LocalEmbedding
 
     if isinstance(embed_model, LocalEmbedding):
-        tokenizer = embed_model.model.tokenizer
+        tokenizer = embed_model.tokenizer
 
         def tokenize(text: str) -> Sequence[int]:
             ids: list[int] = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
