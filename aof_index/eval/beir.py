@@ -116,13 +116,18 @@ def evaluate(
     depth: int = 100,
     progress: Progress | None = None,
     on_query: Callable[[int, int], None] | None = None,
+    target: MemoryComponents | None = None,
     **retriever_kwargs: Any,
 ) -> EvalResult:
-    """Ingest the corpus (cached) and score ``strategy`` on every judged query."""
+    """Ingest the corpus (cached) and score ``strategy`` on every judged query.
+
+    ``target`` is the evaluation Memory to use instead of :func:`eval_memory` (e.g. one with
+    another embedding model, to compare models in one run).
+    """
     import ir_measures
     from ir_measures import RR, R, nDCG
 
-    target = eval_memory(memory, dataset)
+    target = target or eval_memory(memory, dataset)
     ingest_documents(target, dataset.documents(), progress=progress)
     chosen = strategy or target.default_strategy()
     # Several chunks may come from one document: fetch more chunks than documents needed.
