@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,13 @@ from aof_index.offline import configure_offline
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["DEFAULT_LOCAL_MODEL", "LocalEmbedding", "by_length", "resolve_local_model"]
+__all__ = [
+    "DEFAULT_LOCAL_MODEL",
+    "LocalEmbedding",
+    "by_length",
+    "resolve_local_model",
+    "transformer_folder",
+]
 
 DEFAULT_LOCAL_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -75,6 +82,44 @@ def _load(path: str, device: str) -> SentenceTransformer:
         return _load_cached(path, device)
 
 
+_TOKENIZER_LOCK = threading.Lock()
+
+
+@functools.cache
+def _tokenizer_cached(path: str) -> Any:
+    configure_offline()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def _tokenizer(source: Path) -> Any:
+    with _TOKENIZER_LOCK:
+        return _tokenizer_cached(str(transformer_folder(source)))
+
+
+def transformer_folder(source: Path) -> Path:
+    """The folder of the pipeline's Transformer module (``modules.json``), else ``source``."""
+    try:
+        modules = json.loads((source / "modules.json").read_text())
+    except (OSError, ValueError):
+        return source
+    for module in modules:
+        if str(module.get("type", "")).endswith("Transformer"):
+            return source / str(module.get("path", ""))
+    return source
+
+
+@functools.cache
+def _window(source: Path) -> int:
+    """Tokens the model reads, as sentence-transformers sets it (``max_seq_length``)."""
+    try:
+        config = json.loads((transformer_folder(source) / "sentence_bert_config.json").read_text())
+        return int(config["max_seq_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return min(int(_tokenizer(source).model_max_length), 512)
+
+
 class LocalEmbedding(BaseEmbedding):
     """A sentence-transformers model on this machine, loaded on first use.
 
@@ -109,13 +154,18 @@ class LocalEmbedding(BaseEmbedding):
 
     @property
     def tokenizer(self) -> Any:
-        """The model's Hugging Face tokenizer (what chunkers count and cut with)."""
-        return self.model.tokenizer
+        """The model's Hugging Face tokenizer (what chunkers count and cut with), loaded on
+        its own: chunking, and a sync with nothing to embed, never load the model."""
+        if self._model is not None:
+            return self._model.tokenizer
+        return _tokenizer(Path(self.model_path))
 
     @property
     def max_tokens(self) -> int:
         """Word pieces the model reads per text, special tokens included."""
-        return int(self.model.max_seq_length or 512)
+        if self._model is not None:
+            return int(self._model.max_seq_length or 512)
+        return _window(Path(self.model_path))
 
     def count_tokens(self, text: str) -> int:
         """Word pieces of ``text`` without special tokens, as the model's tokenizer counts."""

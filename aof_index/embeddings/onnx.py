@@ -269,41 +269,6 @@ def _session(path: Path, threads: int) -> onnxruntime.InferenceSession:
             ) from exc
 
 
-@functools.cache
-def _tokenizer_cached(path: str) -> Any:
-    configure_offline()
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
-
-
-def _tokenizer(source: Path) -> Any:
-    with _LOAD_LOCK:
-        return _tokenizer_cached(str(_transformer_folder(source)))
-
-
-def _transformer_folder(source: Path) -> Path:
-    """The folder of the pipeline's Transformer module (``modules.json``), else ``source``."""
-    try:
-        modules = json.loads((source / "modules.json").read_text())
-    except (OSError, ValueError):
-        return source
-    for module in modules:
-        if str(module.get("type", "")).endswith("Transformer"):
-            return source / str(module.get("path", ""))
-    return source
-
-
-@functools.cache
-def _window(source: Path) -> int:
-    """Tokens the model reads, as sentence-transformers sets it (``max_seq_length``)."""
-    try:
-        config = json.loads((_transformer_folder(source) / "sentence_bert_config.json").read_text())
-        return int(config["max_seq_length"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return min(int(_tokenizer(source).model_max_length), 512)
-
-
 class OnnxEmbedding(LocalEmbedding):
     """The local model through ONNX Runtime (``int8`` by default), exported on first use.
 
@@ -366,16 +331,6 @@ class OnnxEmbedding(LocalEmbedding):
         if self._session is None:
             self._session = _session(self.model_file, self.threads)
         return self._session
-
-    @property
-    def tokenizer(self) -> Any:
-        """The model's Hugging Face tokenizer, loaded without torch."""
-        return _tokenizer(Path(self.model_path))
-
-    @property
-    def max_tokens(self) -> int:
-        """Word pieces the model reads per text, special tokens included."""
-        return _window(Path(self.model_path))
 
     def _encode(self, texts: list[str]) -> list[Embedding]:
         if not texts:
