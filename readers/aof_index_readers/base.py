@@ -36,6 +36,7 @@ from llama_index.core.readers.base import BaseReader, ResourcesReaderMixin
 from llama_index.core.schema import Document
 
 from aof_index_readers.errors import SourceLimitError
+from aof_index_readers.text import Extracted, NotText, extract_text
 
 __all__ = [
     "DEFAULT_MAX_DOCUMENT_BYTES",
@@ -228,6 +229,15 @@ class SourceReader(BaseReader, ResourcesReaderMixin):
             "%s source %r: skipping %s: %s", self.source_type, self.source_name, what, reason
         )
         self.skipped.append(entry)
+
+    def extract(self, what: str, name: str, data: bytes) -> Extracted | None:
+        """The text of file ``name`` holding ``data`` (see :mod:`aof_index_readers.text`),
+        or ``None`` after recording why ``what`` was skipped (binary, malformed, empty)."""
+        try:
+            return extract_text(name, data)
+        except NotText as exc:
+            self.skip(what, exc.reason)
+            return None
 
     def too_large(self, what: str, size: int, *, doc_id: str | None = None) -> bool:
         """Whether a document of ``size`` bytes is over the limit (and if so, skip it)."""

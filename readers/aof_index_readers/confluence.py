@@ -65,7 +65,7 @@ from aof_index_readers.base import (
 from aof_index_readers.errors import SourceError, SourceLimitError
 from aof_index_readers.http import HttpClient
 from aof_index_readers.markup import HtmlToMarkdown, fenced, join_blocks, list_item
-from aof_index_readers.text import NotText, extract_text, unsupported_reason
+from aof_index_readers.text import unsupported_reason
 
 if TYPE_CHECKING:
     from bs4 import Tag
@@ -530,12 +530,8 @@ class ConfluenceReader(SourceReader):
         data = self._download(what, item.download)
         if data is None or self.too_large(what, len(data)):
             return None
-        try:
-            extracted = extract_text(name, data)
-        except NotText as exc:
-            self.skip(what, exc.reason)
-            return None
-        return self.make_document(ref, extracted.text)
+        extracted = self.extract(what, name, data)
+        return None if extracted is None else self.make_document(ref, extracted.text)
 
     def _download(self, what: str, download: str) -> bytes | None:
         try:

@@ -57,7 +57,7 @@ from aof_index_readers.errors import (
 )
 from aof_index_readers.local_files import excluded
 from aof_index_readers.paths import PathFilter
-from aof_index_readers.text import NotText, extract_text, file_type, unsupported_reason
+from aof_index_readers.text import file_type, unsupported_reason
 
 __all__ = ["ChangeSet", "GitReader"]
 
@@ -343,10 +343,8 @@ class GitReader(SourceReader):
         if data is None:
             self.skip(path, f"blob {blob.sha} is missing from the clone")
             return None
-        try:
-            extracted = extract_text(name, data)
-        except NotText as exc:
-            self.skip(path, exc.reason)
+        extracted = self.extract(path, name, data)
+        if extracted is None:
             return None
         return self.make_document(ref, extracted.text, {"title": extracted.title or name})
 

@@ -29,7 +29,7 @@ from aof_index_readers.base import (
     iso_time,
 )
 from aof_index_readers.errors import SourceNotFoundError
-from aof_index_readers.text import NotText, extract_text, file_type, unsupported_reason
+from aof_index_readers.text import file_type, unsupported_reason
 
 __all__ = [
     "LocalFilesReader",
@@ -184,12 +184,12 @@ class LocalFilesReader(SourceReader):
         try:
             if self.too_large(what, path.stat().st_size):
                 return None
-            extracted = extract_text(path.name, path.read_bytes())
+            data = path.read_bytes()
         except OSError as exc:
             self.skip(what, f"unreadable: {exc}")
             return None
-        except NotText as exc:
-            self.skip(what, exc.reason)
+        extracted = self.extract(what, path.name, data)
+        if extracted is None:
             return None
         digest = hashlib.sha256(extracted.text.encode("utf-8")).hexdigest()
         return self.make_document(

@@ -39,7 +39,7 @@ from pathlib import PurePosixPath
 from llama_index.core.schema import Document
 
 from aof_index_readers.base import DocumentRef, SourceReader, stable_id
-from aof_index_readers.text import NotText, extract_text, file_type, unsupported_reason
+from aof_index_readers.text import file_type, unsupported_reason
 
 __all__ = ["PathFilter", "RepositoryBlob", "RepositoryFiles"]
 
@@ -224,10 +224,8 @@ class RepositoryFiles:
     def document(self, ref: DocumentRef, data: bytes) -> Document | None:
         """The document of a file whose blob holds ``data`` (``None``: skipped, with why)."""
         blob: RepositoryBlob = ref.handle
-        try:
-            extracted = extract_text(blob.path, data)
-        except NotText as exc:
-            self.reader.skip(str(ref.metadata["source"]), exc.reason)
+        extracted = self.reader.extract(str(ref.metadata["source"]), blob.path, data)
+        if extracted is None:
             return None
         metadata = {"file_type": file_type(blob.path)}
         if extracted.title:

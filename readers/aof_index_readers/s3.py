@@ -43,7 +43,7 @@ from aof_index_readers.errors import (
     SourceUnavailableError,
 )
 from aof_index_readers.local_files import excluded as matches
-from aof_index_readers.text import NotText, extract_text, file_type, unsupported_reason
+from aof_index_readers.text import file_type, unsupported_reason
 
 __all__ = ["S3Reader"]
 
@@ -212,10 +212,8 @@ class S3Reader(SourceReader):
         data = self._download(key, ref.version, what)
         if data is None or self.too_large(what, len(data)):
             return None
-        try:
-            extracted = extract_text(name, data)
-        except NotText as exc:
-            self.skip(what, exc.reason)
+        extracted = self.extract(what, name, data)
+        if extracted is None:
             return None
         return self.make_document(ref, extracted.text, {"title": extracted.title or name})
 
