@@ -71,6 +71,7 @@ __all__ = [
     "build_url",
     "render_secrets",
     "select_sources",
+    "source_label",
 ]
 
 ALLOW_PRIVATE_ANNOTATION = "aof.agenticops.org/allow-private-networks"
@@ -417,8 +418,14 @@ def build_readers(
         yield source, build_reader(resource, source, base_dir=base_dir, home=home)
 
 
+def source_label(source: KnowledgeSource, index: int) -> str:
+    """A source's name in reports, the sync state and ``--source``: ``spec.sources[].name``,
+    or ``<type>-<index>`` for an unnamed one (e.g. ``GitHub-2``)."""
+    return source.name or f"{source.type}-{index}"
+
+
 def _source_index(resource: KnowledgeBase, name: str) -> int:
-    names = [s.name for s in resource.spec.sources or []]
+    names = [source_label(s, i) for i, s in enumerate(resource.spec.sources or [])]
     if name not in names:
         listed = ", ".join(str(n) for n in names) or "none"
         raise ManifestError(

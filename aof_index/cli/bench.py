@@ -305,3 +305,81 @@ def sources(
             f"{r.ratio:.2f}x",
         )
     console.print(table)
+
+
+@bench_app.command("kb")
+def kb(
+    corpus: Annotated[
+        Path,
+        typer.Option("--corpus", exists=True, file_okay=False, help="Folder of Markdown files."),
+    ] = Path("../shared/data/k8s-docs"),
+    baseline: Annotated[
+        bool,
+        typer.Option(
+            "--baseline/--no-baseline",
+            help="Also time plain LlamaIndex and the model alone (the ceiling).",
+        ),
+    ] = True,
+    kills: Annotated[int, typer.Option("--kills", min=0, help="kill -9 runs (0: skip them).")] = 20,
+    kill_files: Annotated[
+        int, typer.Option("--kill-files", min=1, help="Documents synced in each kill run.")
+    ] = 20,
+    parallelism: Annotated[
+        int | None,
+        typer.Option("--parallelism", min=1, help="Embedding batches in flight (default: 4)."),
+    ] = None,
+    memory_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--memory", exists=True, help="Memory manifest to sync into (default: embedded)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """KnowledgeBase sync: full sync next to LlamaIndex and the raw model, no-change, edit
+    and delete re-syncs, and kill -9 at random points (see :mod:`aof_index.bench.kb`)."""
+    from aof_index.bench.kb import KbBenchConfig, run_kb_bench
+
+    config = KbBenchConfig(
+        corpus=corpus,
+        baseline=baseline,
+        kills=kills,
+        kill_files=kill_files,
+        parallelism=parallelism,
+        memory=memory_file.resolve() if memory_file is not None else None,
+    )
+
+    def say(message: str) -> None:
+        err_console.print(f"[dim]{message}...[/]", highlight=False)
+
+    try:
+        result = run_kb_bench(config, progress=say)
+    except (AofIndexError, OSError, RuntimeError) as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        console.print_json(json.dumps(result))
+        return
+    table = Table(title="bench kb: full sync")
+    for column in ("run", "chunks", "seconds", "chunks/s"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    runs = (
+        ("model alone", "ceiling"),
+        ("ours", "ours"),
+        ("LlamaIndex defaults", "llamaindex"),
+        ("LlamaIndex, 256-token chunks", "llamaindex_256"),
+    )
+    for label, key in runs:
+        if key in result:
+            row = result[key]
+            table.add_row(
+                label, str(row["chunks"]), f"{row['seconds']:.1f}", f"{row['chunks_per_s']:.1f}"
+            )
+    console.print(table)
+    for key in ("no_change", "one_edit", "one_delete"):
+        console.print(f"{key}: {json.dumps(result[key])}")
+    if "kill" in result:
+        kill = result["kill"]
+        console.print(
+            f"kill -9: {kill['identical']}/{len(kill['runs'])} identical to a clean run "
+            f"({kill['killed_mid_sync']} killed mid-sync)"
+        )

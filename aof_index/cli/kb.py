@@ -1,10 +1,13 @@
-"""``aof-index kb sync|status|documents FILE``: keep a KnowledgeBase's index in step with its
-sources, and show what it holds.
+"""``aof-index kb sync|status|documents|serve|worker``: keep a KnowledgeBase's index in step
+with its sources, show what it holds, run syncs on a schedule, share them among workers.
 
 ``sync`` reads only new and changed documents (``--mode full`` re-reads everything) and shows
 a progress bar per source; a source that fails is reported and the others still sync, and
-the exit code is 1 when any failed. ``status`` prints the KnowledgeBase's ``status`` block
-(``--json``: in the manifest's camelCase), ``documents`` the indexed documents.
+the exit code is 1 when any failed (or another process is syncing the same KnowledgeBase).
+``--queue`` hands the reading and embedding to ``worker`` processes through Redis.
+``status`` prints the KnowledgeBase's ``status`` block (``--json``: in the manifest's
+camelCase), ``documents`` the indexed documents. ``serve`` runs every KnowledgeBase on its
+schedule and serves the HTTP API and webhooks.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from aof_index.build.memory import build_memory
 from aof_index.cli.common import MemoryOption, console, err_console, fail
 from aof_index.errors import AofIndexError
+from aof_index.knowledge.runlock import run_lock
 from aof_index.knowledge.sync import (
+    Dispatcher,
     KnowledgeBaseSync,
     SyncMode,
     SyncProgress,
@@ -59,16 +63,40 @@ ModeOption = Annotated[
     ),
 ]
 
+QueueOption = Annotated[
+    str | None,
+    typer.Option(
+        "--queue",
+        envvar="AOF_INDEX_QUEUE_URL",
+        help="Redis URL of the work queue: documents are read and embedded by "
+        "`aof-index kb worker` processes; without it, by this one.",
+    ),
+]
+
+_NO_WORKERS = "workers need the workers extra: pip install 'aof-index[workers]' ({})"
 _STAGES = {"list": "listing", "read": "reading", "embed": "embedded", "delete": "deleting"}
 
 
-def _open(file: Path, name: str | None, memory: Path | None) -> KnowledgeBaseSync:
-    """Open the KnowledgeBase's sync (``--memory`` overrides ``memoryRef``), or exit cleanly."""
+def _open(
+    file: Path, name: str | None, memory: Path | None, queue: str | None = None
+) -> KnowledgeBaseSync:
+    """Open the KnowledgeBase's sync (``--memory`` overrides ``memoryRef``; ``queue``, a
+    Redis URL, hands documents to ``kb worker`` processes), or exit cleanly."""
     try:
-        target = build_memory(memory) if memory is not None else None
-        return open_sync(file, name=name, memory=target)
+        return open_sync(file, name=name, memory=memory, dispatcher=_dispatcher(queue))
     except (AofIndexError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
+
+
+def _dispatcher(queue: str | None) -> Dispatcher | None:
+    """The dispatcher to the workers on ``queue`` (a Redis URL), if one is given."""
+    if queue is None:
+        return None
+    try:
+        from aof_index.knowledge.workers import RedisDispatcher
+    except ImportError as exc:
+        raise fail(_NO_WORKERS.format(exc)) from exc
+    return RedisDispatcher(queue)
 
 
 @contextmanager
@@ -107,13 +135,14 @@ def sync(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object with the figures.")
     ] = False,
+    queue: QueueOption = None,
 ) -> None:
     """Sync the KnowledgeBase's sources into its Memory (only what changed is embedded)."""
-    kb = _open(file, name, memory)
+    kb = _open(file, name, memory, queue)
     try:
-        with _progress(enabled=not as_json) as progress:
+        with run_lock(kb), _progress(enabled=not as_json) as progress:
             report = kb.sync(mode=mode, sources=source, progress=progress)
-    except AofIndexError as exc:
+    except AofIndexError as exc:  # SyncBusyError too: another process is syncing it
         raise fail(str(exc)) from exc
     for item in report.sources:
         if item.error is not None:
@@ -157,11 +186,11 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Show the KnowledgeBase's status: readiness, totals, last sync, per-source state."""
-    block = _open(file, name, memory).status()
-    data = block.model_dump(mode="json", by_alias=True, exclude_none=True)
+    kb = _open(file, name, memory)
     if as_json:
-        console.print_json(json.dumps(data))
+        console.print_json(json.dumps(kb.status_data()))
         return
+    block = kb.status()
     stats = block.stats
     assert stats is not None
     console.print(
@@ -194,17 +223,7 @@ def documents(
     as_json: JsonOption = False,
 ) -> None:
     """List the indexed documents: source, id, version, chunks, path or URL."""
-    rows = [
-        {
-            "source": row.source,
-            "id": row.doc_id,
-            "version": row.listing_version,
-            "chunks": len(row.node_ids),
-            "location": row.location,
-            "updated": row.updated_at,
-        }
-        for row in _open(file, name, memory).documents()
-    ]
+    rows = _open(file, name, memory).documents_data()
     if as_json:
         console.print_json(json.dumps(rows))
         return
@@ -221,3 +240,96 @@ def documents(
         )
     console.print(table)
     console.print(f"{len(rows)} documents")
+
+
+@kb_app.command("worker")
+def worker(
+    queue: QueueOption = None,
+    queue_name: Annotated[
+        list[str] | None,
+        typer.Option("--queue-name", help="RQ queue(s) to serve (default: aof-index-kb)."),
+    ] = None,
+    worker_name: Annotated[
+        str | None, typer.Option("--name", help="This worker's name (default: generated).")
+    ] = None,
+    burst: Annotated[
+        bool, typer.Option("--burst", help="Exit when the queue is empty instead of waiting.")
+    ] = False,
+) -> None:
+    """Process the documents syncs hand out (`kb sync --queue`): read, chunk and embed them.
+
+    Start as many as you like, on this machine or others: each needs the same manifest
+    path, the same $AOF_INDEX_HOME and the Redis URL. The syncing process writes the results.
+    """
+    url = queue
+    if url is None:
+        raise fail("no queue: pass --queue redis://HOST:6379/0 or set AOF_INDEX_QUEUE_URL")
+    try:
+        from aof_index.knowledge.workers import DEFAULT_QUEUE, run_worker
+    except ImportError as exc:
+        raise fail(_NO_WORKERS.format(exc)) from exc
+    names = queue_name or [DEFAULT_QUEUE]
+    err_console.print(f"worker on {', '.join(names)} at {_redacted(url)}", highlight=False)
+    try:
+        run_worker(url, queues=names, name=worker_name, burst=burst)
+    except Exception as exc:  # redis errors: name the address
+        raise fail(f"worker stopped: {exc} (queue {_redacted(url)})") from exc
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@kb_app.command("serve")
+def serve(
+    files: Annotated[
+        list[Path],
+        typer.Argument(metavar="FILE", help="KnowledgeBase manifest files or directories."),
+    ],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+    memory: MemoryOption = None,
+    interval: Annotated[
+        float,
+        typer.Option("--interval", help="continuous schedules: seconds between polls."),
+    ] = 60.0,
+    queue: QueueOption = None,
+) -> None:
+    """Run every KnowledgeBase's syncs on its schedule and serve the HTTP API.
+
+    Schedules: spec.indexing.schedule (cron, continuous, webhook, manual), spec.sync.onStartup.
+
+    API: POST /api/v1/knowledgebases/NAME/sync, GET .../status, GET .../documents, /healthz.
+
+    Ctrl-C or SIGTERM stops it once the syncs in progress have finished.
+    """
+    import logging
+
+    from aof_index.server.serve import (
+        build_schedulers,
+        build_webhooks,
+        open_knowledge_bases,
+    )
+    from aof_index.server.serve import serve as run_server
+
+    log = logging.getLogger("aof_index")
+    if not log.handlers:  # one plain line per event on stderr, beside uvicorn's
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.INFO)
+    try:
+        syncs, locks = open_knowledge_bases(files, memory=memory, dispatcher=_dispatcher(queue))
+        schedulers = build_schedulers(syncs, locks, interval=interval)
+        webhooks = build_webhooks(syncs)
+        run_server(schedulers, webhooks=webhooks, host=host, port=port)
+    except (AofIndexError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc

@@ -41,16 +41,17 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llama_index.core.schema import BaseNode, Document
 
-from aof_index.build.memory import MemoryComponents
-from aof_index.build.sources import build_reader, select_sources
+from aof_index.build.memory import MemoryComponents, build_memory
+from aof_index.build.sources import build_reader, select_sources, source_label
 from aof_index.errors import AofIndexError
 from aof_index.home import data_home, knowledge_dir
 from aof_index.knowledge.ingest import (
@@ -76,11 +77,14 @@ if TYPE_CHECKING:
     from aof_index_readers.base import DocumentRef, SourceReader
 
 __all__ = [
+    "Dispatcher",
     "KnowledgeBaseSync",
     "SourceReport",
     "SyncMode",
+    "SyncOrigin",
     "SyncProgress",
     "SyncReport",
+    "UnitResult",
     "open_sync",
 ]
 
@@ -187,6 +191,38 @@ class SyncReport:
         }
 
 
+@dataclass(frozen=True)
+class UnitResult:
+    """What preparing one listed document gave: its journal entry, or nothing to write."""
+
+    doc_id: str
+    write: DocumentWrite | None = None
+    """The document's new chunks with their vectors; ``None`` when its content did not
+    change (only the listing version is recorded) or it could not be read."""
+    loaded: bool = True
+    """False when the reader skipped the document (binary, empty, too large)."""
+    embedded: int = 0
+    """Chunks embedded for it (not taken from the embedding cache)."""
+    error: str | None = None
+    """Why the unit failed, when it did (the document keeps its previous chunks)."""
+
+
+class Dispatcher(Protocol):
+    """Prepares documents somewhere else (worker processes) and hands back the results as
+    they complete; :class:`~aof_index.knowledge.workers.RedisDispatcher` is the one built in."""
+
+    def run(
+        self,
+        kb: KnowledgeBaseSync,
+        source: str,
+        refs: Sequence[DocumentRef],
+        known: Mapping[str, DocumentRow],
+        mode: SyncMode,
+    ) -> Iterator[UnitResult]:
+        """Prepare each of ``refs`` (one unit each) and yield every unit's result once."""
+        ...
+
+
 class KnowledgeBaseSync:
     """Syncs the sources of one KnowledgeBase into its Memory and reports its status.
 
@@ -196,6 +232,12 @@ class KnowledgeBaseSync:
         base_dir: folder relative ``localFiles.paths`` start from (the manifest's folder).
         home: data root for the sync state and source caches (default ``$AOF_INDEX_HOME``).
         checkpoint_chunks: chunks written between checkpoints.
+        dispatcher: prepares documents in worker processes instead of this one
+            (:class:`~aof_index.knowledge.workers.RedisDispatcher`); this process still
+            lists, journals and writes.
+
+    ``origin`` says where the KnowledgeBase came from (manifest, name, Memory manifest,
+    data root), so worker processes can open the same one; :func:`open_sync` sets it.
 
     Example:
         >>> kb = KnowledgeBaseSync(build_knowledge_base("kb.yaml"), base_dir=Path("."))
@@ -210,6 +252,7 @@ class KnowledgeBaseSync:
         base_dir: Path | None = None,
         home: Path | None = None,
         checkpoint_chunks: int = CHECKPOINT_CHUNKS,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.resource = pipeline.resource
@@ -221,7 +264,14 @@ class KnowledgeBaseSync:
         self.checkpoint_chunks = checkpoint_chunks
         indexing = self.resource.spec.indexing
         self.batch_size = indexing.batch_size if indexing is not None else 100
-        self._pipeline_id = pipeline_fingerprint(self.memory, pipeline.chunker, pipeline.transforms)
+        self.parallelism = indexing.parallelism if indexing is not None else 4
+        self.dispatcher = dispatcher
+        self._pool: ThreadPoolExecutor | None = None
+        self._readers: dict[str, SourceReader] = {}
+        self.origin: SyncOrigin | None = None
+        """Where this sync was opened from (see :class:`SyncOrigin`); set by
+        :func:`open_sync`, needed by a ``dispatcher``."""
+        self.pipeline_id = pipeline_fingerprint(self.memory, pipeline.chunker, pipeline.transforms)
         self._pending: list[tuple[int, DocumentWrite]] = []
 
     # -- running a sync ---------------------------------------------------------------
@@ -268,7 +318,7 @@ class KnowledgeBaseSync:
     ) -> SourceReport:
         sources = self.resource.spec.sources or []
         index = next(i for i, s in enumerate(sources) if s is entry)
-        report = SourceReport(entry.name or f"{entry.type}-{index}")
+        report = SourceReport(source_label(entry, index))
         self.state.set_source(report.name, "syncing")
 
         def step(stage: str, done: int, total: int) -> None:
@@ -308,6 +358,41 @@ class KnowledgeBaseSync:
             if mode == "full" or ref.id not in known or known[ref.id].listing_version != ref.version
         ]
         report.unchanged = len(listing) - len(todo)
+        if self.dispatcher is not None:
+            touched, loaded, failed = self._sync_remote(todo, known, report, mode, step)
+        else:
+            touched, loaded = self._sync_here(reader, todo, listing, known, report, mode, step)
+            failed = {}
+        self.state.touch(report.name, touched)
+        report.skipped = len(todo) - len(loaded) - len(failed)
+        # A listed document that can no longer be read (now empty, binary or too large)
+        # keeps no chunks of an older version; neither does one that is no longer listed.
+        # One whose unit failed in a worker keeps what it had.
+        gone = [row for doc_id, row in known.items() if doc_id not in listing]
+        unreadable = [
+            known[r.id] for r in todo if r.id not in loaded and r.id in known and r.id not in failed
+        ]
+        self._delete([*gone, *unreadable], report, step)
+        if failed:
+            first = next(iter(failed.items()))
+            raise AofIndexError(
+                f"{len(failed)} document(s) of source {report.name!r} failed in the workers "
+                f"and keep their previous chunks; first: {first[0]}: {first[1]}"
+            )
+
+    def _sync_here(
+        self,
+        reader: SourceReader,
+        todo: Sequence[DocumentRef],
+        listing: dict[str, DocumentRef],
+        known: dict[str, DocumentRow],
+        report: SourceReport,
+        mode: SyncMode,
+        step: Callable[[str, int, int], None],
+    ) -> tuple[dict[str, str], set[str]]:
+        """Read, process and embed ``todo`` in this process, in groups of about
+        ``batchSize`` chunks; returns the listing versions to record for documents whose
+        content did not change, and the ids of the documents read."""
         touched: dict[str, str] = {}
         loaded: set[str] = set()
         group: list[Document] = []
@@ -315,9 +400,7 @@ class KnowledgeBaseSync:
         for document in reader.load_documents(todo):
             loaded.add(document.doc_id)
             step("read", len(loaded), len(todo))
-            old = known.get(document.doc_id)
-            version = content_version(document, self._pipeline_id)
-            if mode != "full" and old is not None and old.content_version == version:
+            if self._unchanged(document, known.get(document.doc_id), mode):
                 touched[document.doc_id] = listing[document.doc_id].version
                 report.unchanged += 1
                 continue
@@ -327,13 +410,73 @@ class KnowledgeBaseSync:
                 group = []
         if group:
             self._write_group(group, listing, known, report, mode, step)
-        self.state.touch(report.name, touched)
-        report.skipped = len(todo) - len(loaded)
-        # A listed document that can no longer be read (now empty, binary or too large)
-        # keeps no chunks of an older version; neither does one that is no longer listed.
-        gone = [row for doc_id, row in known.items() if doc_id not in listing]
-        unreadable = [known[r.id] for r in todo if r.id not in loaded and r.id in known]
-        self._delete([*gone, *unreadable], report, step)
+        return touched, loaded
+
+    def _sync_remote(
+        self,
+        todo: Sequence[DocumentRef],
+        known: dict[str, DocumentRow],
+        report: SourceReport,
+        mode: SyncMode,
+        step: Callable[[str, int, int], None],
+    ) -> tuple[dict[str, str], set[str], dict[str, str]]:
+        """Hand ``todo`` to the dispatcher's workers, one unit per document, and write
+        each prepared document as its unit completes (this process stays the only writer
+        of the stores and the journal); also returns the failed units' errors by id."""
+        assert self.dispatcher is not None
+        touched: dict[str, str] = {}
+        loaded: set[str] = set()
+        failed: dict[str, str] = {}
+        versions = {ref.id: ref.version for ref in todo}
+        for unit in self.dispatcher.run(self, report.name, todo, known, mode):
+            if unit.error is not None:
+                failed[unit.doc_id] = unit.error
+                continue
+            if not unit.loaded:
+                continue
+            loaded.add(unit.doc_id)
+            step("read", len(loaded), len(todo))
+            if unit.write is None:
+                touched[unit.doc_id] = versions[unit.doc_id]
+                report.unchanged += 1
+                continue
+            report.embedded += unit.embedded
+            step("embed", report.embedded, 0)
+            self._count([unit.write], known, report)
+            self._journal_and_apply([unit.write])
+        return touched, loaded, failed
+
+    def prepare_unit(
+        self, source: str, ref: DocumentRef, known: DocumentRow | None, mode: SyncMode
+    ) -> UnitResult:
+        """Read, process and embed one listed document of ``source`` without touching any
+        store: what a worker process does for a unit (:mod:`aof_index.knowledge.workers`).
+        Idempotent: the same document and version always give the same chunks."""
+        reader = self.reader(source)
+        documents = list(reader.load_documents([ref]))
+        if not documents:
+            return UnitResult(ref.id, loaded=False)
+        document = documents[0]
+        if self._unchanged(document, known, mode):
+            return UnitResult(ref.id)
+        counted: list[int] = []
+        writes = self.prepare(
+            documents,
+            {ref.id: ref.version},
+            {ref.id: known} if known is not None else {},
+            source,
+            mode,
+            counted.append,
+        )
+        return UnitResult(ref.id, write=writes[0], embedded=sum(counted))
+
+    def reader(self, source: str) -> SourceReader:
+        """The reader of ``source`` (by name), built once per sync object."""
+        if source not in self._readers:
+            self._readers[source] = build_reader(
+                self.resource, source, base_dir=self.base_dir, home=self.home
+            )
+        return self._readers[source]
 
     # -- writing ----------------------------------------------------------------------
     def _write_group(
@@ -345,9 +488,38 @@ class KnowledgeBaseSync:
         mode: SyncMode,
         step: Callable[[str, int, int], None],
     ) -> None:
+        def embedded(count: int) -> None:
+            report.embedded += count
+            step("embed", report.embedded, 0)
+
+        versions = {d.doc_id: listing[d.doc_id].version for d in documents}
+        writes = self.prepare(documents, versions, known, report.name, mode, embedded)
+        self._count(writes, known, report)
+        self._journal_and_apply(writes)
+
+    def prepare(
+        self,
+        documents: Sequence[Document],
+        versions: Mapping[str, str],
+        known: Mapping[str, DocumentRow],
+        source: str,
+        mode: SyncMode,
+        embedded: Callable[[int], None] | None = None,
+    ) -> list[DocumentWrite]:
+        """Process, chunk and embed ``documents`` into their journal entries (no store is
+        touched): the unit of work a sync does in-process or hands to worker processes.
+
+        Args:
+            documents: loaded documents of ``source``.
+            versions: each document's listing version marker, by id.
+            known: what the state holds for these documents (their old chunk ids).
+            source: the source's name.
+            mode: ``differential`` re-uses the cached vectors of unchanged chunk texts.
+            embedded: called with the number of chunks embedded after each batch.
+        """
         nodes = process_documents(documents, self.pipeline.chunker, self.pipeline.transforms)
         keys = [self._embed_key(n) for n in nodes]
-        self._embed(nodes, keys, report, mode, step)
+        self._embed(nodes, keys, mode, embedded)
         by_doc: dict[str, list[int]] = {d.doc_id: [] for d in documents}
         for i, node in enumerate(nodes):
             if node.ref_doc_id in by_doc:
@@ -355,34 +527,55 @@ class KnowledgeBaseSync:
         writes = []
         for document in documents:
             old = known.get(document.doc_id)
-            if old is None:
-                report.added += 1
-            else:
-                report.updated += 1
             mine = by_doc[document.doc_id]
             writes.append(
                 DocumentWrite(
-                    source=report.name,
+                    source=source,
                     doc_id=document.doc_id,
-                    listing_version=listing[document.doc_id].version,
-                    content_version=content_version(document, self._pipeline_id),
+                    listing_version=versions[document.doc_id],
+                    content_version=self.content_version(document),
                     location=str(document.metadata.get("source") or document.doc_id),
                     old_node_ids=old.node_ids if old is not None else (),
                     nodes=tuple(nodes[i] for i in mine),
                     embed_keys=tuple(keys[i] for i in mine),
                 )
             )
-        report.written += len(nodes)
-        self._journal_and_apply(writes)
+        return writes
+
+    def _unchanged(self, document: Document, old: DocumentRow | None, mode: SyncMode) -> bool:
+        """Whether a re-listed document's content (and pipeline) is what was indexed, so
+        only its new listing version needs recording (never in ``full`` mode)."""
+        return (
+            mode != "full"
+            and old is not None
+            and old.content_version == self.content_version(document)
+        )
+
+    def content_version(self, document: Document) -> str:
+        """The document's content version under this KnowledgeBase's pipeline: unchanged
+        means nothing to re-process."""
+        return content_version(document, self.pipeline_id)
+
+    @staticmethod
+    def _count(
+        writes: Sequence[DocumentWrite], known: Mapping[str, DocumentRow], report: SourceReport
+    ) -> None:
+        for write in writes:
+            if write.doc_id in known:
+                report.updated += 1
+            else:
+                report.added += 1
+            report.written += len(write.nodes)
 
     def _embed(
         self,
         nodes: Sequence[BaseNode],
         keys: Sequence[str],
-        report: SourceReport,
         mode: SyncMode,
-        step: Callable[[str, int, int], None],
+        embedded: Callable[[int], None] | None,
     ) -> None:
+        """Embed the nodes whose vector is not cached, ``batchSize`` at a time and up to
+        ``parallelism`` batches at once."""
         cached = self.state.cached_vectors(keys) if mode == "differential" else {}
         missing: list[BaseNode] = []
         for node, key in zip(nodes, keys, strict=True):
@@ -390,11 +583,28 @@ class KnowledgeBaseSync:
                 node.embedding = cached[key]
             else:
                 missing.append(node)
-        for start in range(0, len(missing), self.batch_size):
-            batch = missing[start : start + self.batch_size]
+        batches = [
+            missing[start : start + self.batch_size]
+            for start in range(0, len(missing), self.batch_size)
+        ]
+
+        def run(batch: list[BaseNode]) -> int:
             embed_nodes(self.memory, batch)
-            report.embedded += len(batch)
-            step("embed", report.embedded, 0)
+            return len(batch)
+
+        if self.parallelism <= 1 or len(batches) <= 1:
+            done: Iterable[int] = map(run, batches)
+        else:
+            pool = self._embed_pool()
+            done = (future.result() for future in [pool.submit(run, b) for b in batches])
+        for count in done:
+            if embedded is not None:
+                embedded(count)
+
+    def _embed_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.parallelism, thread_name_prefix="aof-embed")
+        return self._pool
 
     def _embed_key(self, node: BaseNode) -> str:
         identity = self.memory.embedding_identity()
@@ -458,9 +668,40 @@ class KnowledgeBaseSync:
         self._pending = []
 
     # -- reporting --------------------------------------------------------------------
+    def source_names(self, *, enabled_only: bool = False) -> list[str]:
+        """The sources' names as reports and ``sources=`` use them (``<type>-<index>`` for
+        an unnamed one)."""
+        return [
+            source_label(s, i)
+            for i, s in enumerate(self.resource.spec.sources or [])
+            if s.enabled or not enabled_only
+        ]
+
     def documents(self) -> list[DocumentRow]:
         """The indexed documents, by source and location."""
         return self.state.documents()
+
+    def documents_data(self) -> list[dict[str, Any]]:
+        """The indexed documents as JSON data (``kb documents --json``, the HTTP API)."""
+        return [
+            {
+                "source": row.source,
+                "id": row.doc_id,
+                "version": row.listing_version,
+                "chunks": len(row.node_ids),
+                "location": row.location,
+                "updated": row.updated_at,
+            }
+            for row in self.documents()
+        ]
+
+    def status_data(self) -> dict[str, Any]:
+        """The ``status`` block as JSON data in the manifest's camelCase (``kb status
+        --json``, the HTTP API)."""
+        data: dict[str, Any] = self.status().model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+        return data
 
     def status(self) -> KnowledgeBaseStatus:
         """The KnowledgeBase's ``status`` block, computed from the sync state."""
@@ -512,28 +753,62 @@ class KnowledgeBaseSync:
         )
 
 
+@dataclass(frozen=True)
+class SyncOrigin:
+    """Where a KnowledgeBase sync was opened from: enough for another process (a worker)
+    to open the same one with :func:`open_sync`."""
+
+    manifest: str
+    """The manifest file or directory, absolute."""
+    name: str
+    """The KnowledgeBase's name."""
+    memory: str | None
+    """The Memory manifest that overrides ``memoryRef``, absolute, if any."""
+    home: str
+    """The data root (sync state, source caches, embedded stores)."""
+
+    def open(self) -> KnowledgeBaseSync:
+        """Open the sync this origin describes."""
+        return open_sync(self.manifest, name=self.name, memory=self.memory, home=Path(self.home))
+
+
 def open_sync(
     source: str | os.PathLike[str],
     *,
     name: str | None = None,
-    memory: MemoryComponents | None = None,
+    memory: MemoryComponents | str | os.PathLike[str] | None = None,
     home: Path | None = None,
+    dispatcher: Dispatcher | None = None,
 ) -> KnowledgeBaseSync:
     """The sync of the KnowledgeBase in a manifest file or directory.
 
     Args:
         source: the manifest file or directory (relative local paths start from its folder).
         name: which KnowledgeBase, when the file holds several.
-        memory: the Memory to fill (default: the one ``spec.indexing.memoryRef`` names).
+        memory: the Memory to fill, or its manifest (default: the one
+            ``spec.indexing.memoryRef`` names).
         home: data root (default ``$AOF_INDEX_HOME``).
+        dispatcher: hand document preparation to worker processes (see
+            :class:`KnowledgeBaseSync`).
 
     Raises:
         ManifestError: the manifest is invalid or ``memoryRef`` names no Memory.
     """
-    path = Path(source)
+    path = Path(source).resolve()
+    memory_file: Path | None = None
+    if memory is not None and not isinstance(memory, MemoryComponents):
+        memory_file = Path(memory).resolve()
+        memory = build_memory(memory_file)
     pipeline = build_knowledge_base(path, name=name, memory=memory, home=home)
-    base_dir = (path if path.is_dir() else path.parent).resolve()
-    return KnowledgeBaseSync(pipeline, base_dir=base_dir, home=home)
+    base_dir = path if path.is_dir() else path.parent
+    kb = KnowledgeBaseSync(pipeline, base_dir=base_dir, home=home, dispatcher=dispatcher)
+    kb.origin = SyncOrigin(
+        manifest=str(path),
+        name=pipeline.resource.metadata.name,
+        memory=str(memory_file) if memory_file is not None else None,
+        home=str(kb.home.resolve()),
+    )
+    return kb
 
 
 def _time(value: str | None) -> datetime | None:
