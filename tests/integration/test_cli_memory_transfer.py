@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import stat
 import subprocess
 import time
@@ -27,6 +26,7 @@ import redis
 from llama_index.core.base.llms.types import ImageBlock, TextBlock
 from llama_index.core.llms import ChatMessage, MessageRole
 from llama_index.core.storage.chat_store.base import BaseChatStore
+from redis_server import answers, private_redis
 from typer.testing import CliRunner
 
 from aof_index import build_memory
@@ -51,13 +51,6 @@ def run(*args: str, input: str | None = None) -> tuple[int, str, str]:
 # Servers.
 
 
-def redis_answers(port: int) -> bool:
-    try:
-        return bool(redis.Redis(port=port, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
 def postgres_answers() -> bool:
     try:
         psycopg.connect(**PG, connect_timeout=2).close()  # type: ignore[arg-type]
@@ -77,27 +70,11 @@ def wait_for(predicate: Any, what: str, timeout: float = 60.0) -> None:
 @pytest.fixture(scope="module")
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """The shared server on 6379, or a redis-server started here when none answers."""
-    if redis_answers(6379):
+    if answers(6379):
         yield 6379
         return
-    exe = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(exe).exists():
-        pytest.fail("Redis does not answer on 6379 and redis-server is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [exe, "--save", "", "--appendonly", "no", "--dir", str(workdir), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: redis_answers(port), "redis-server to answer")
+    with private_redis(tmp_path_factory.mktemp("redis")) as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +21,7 @@ from typing import Any
 import pytest
 import redis
 from kb_corpus import Corpus, consistent, doc, section, snapshot
+from redis_server import private_redis
 from rq import Queue, Worker
 from rq.registry import FinishedJobRegistry
 from typer.testing import CliRunner
@@ -39,33 +38,8 @@ QUEUE = "test-units"
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    exe = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(exe).exists():
-        pytest.fail("redis-server not found: install Debian's redis-server package")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [exe, "--save", "", "--appendonly", "no", "--dir", str(workdir), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                pytest.fail("the private redis-server did not answer within 30 s")
-            time.sleep(0.05)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with private_redis(tmp_path_factory.mktemp("redis")) as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 @pytest.fixture
