@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from llama_index.core.schema import BaseNode, Document, MetadataMode, TransformComponent
-from llama_index.core.vector_stores.types import BasePydanticVectorStore
+from llama_index.core.vector_stores.types import BasePydanticVectorStore, VectorStoreQuery
 
 from aof_index.build.memory import MemoryComponents
 from aof_index.errors import IngestError
@@ -184,6 +184,31 @@ def collection_exists(store: BasePydanticVectorStore) -> bool:
     return bool(exists(name)) if callable(exists) and isinstance(name, str) else True
 
 
+def check_vector_width(memory: MemoryComponents, vector: Sequence[float]) -> None:
+    """Refuse, before anything is deleted or written, vectors the Memory's vector store cannot
+    hold: a collection filled by an embedding model of another width (the Memory's model was
+    changed in place). A one-result query with ``vector`` is the probe every store answers.
+
+    Raises:
+        IngestError: the widths differ; names the Memory, the embedding and the fix.
+    """
+    store = memory.vector_store
+    if not collection_exists(store):
+        return
+    try:
+        store.query(VectorStoreQuery(query_embedding=list(vector), similarity_top_k=1))
+    except Exception as exc:  # each store words it its own way; all say "dimension"
+        if "dimension" not in str(exc).lower():
+            raise
+        meta = memory.resource.metadata
+        raise IngestError(
+            f"Memory {meta.namespace}/{meta.name}: its vector store holds vectors of another "
+            f"width than the embedding {memory.embedding_identity()} gives "
+            f"({len(vector)}): {exc}. Nothing was changed. Give this embedding its own "
+            "collection (spec.semantic.vectorStore.<backend>.collection) or a new Memory."
+        ) from exc
+
+
 def _write(
     memory: MemoryComponents,
     documents: Sequence[Document],
@@ -194,6 +219,9 @@ def _write(
 ) -> None:
     store = memory.vector_store
     keywords = memory.keyword_index
+    if nodes:  # the first batch is embedded before anything is deleted
+        embed_nodes(memory, nodes[:batch_size])
+        check_vector_width(memory, nodes[0].get_embedding())
     # Documents seen before, or written by a run that died before recording them, may have
     # chunks in the stores: remove them first so the new chunks replace, never add to, them.
     has_collection = collection_exists(store)
@@ -203,7 +231,8 @@ def _write(
         keywords.delete_ref_doc(document.doc_id)
     for start in range(0, len(nodes), batch_size):
         batch = list(nodes[start : start + batch_size])
-        embed_nodes(memory, batch)
+        if start:
+            embed_nodes(memory, batch)
         store.add(batch)
         keywords.add(batch)
         if progress:

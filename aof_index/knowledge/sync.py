@@ -55,6 +55,7 @@ from aof_index.build.sources import build_reader, select_sources, source_label
 from aof_index.errors import AofIndexError
 from aof_index.home import data_home, knowledge_dir
 from aof_index.knowledge.ingest import (
+    check_vector_width,
     collection_exists,
     content_version,
     embed_nodes,
@@ -268,6 +269,7 @@ class KnowledgeBaseSync:
         self.dispatcher = dispatcher
         self._pool: ThreadPoolExecutor | None = None
         self._readers: dict[str, SourceReader] = {}
+        self._width_checked = False
         self.origin: SyncOrigin | None = None
         """Where this sync was opened from (see :class:`SyncOrigin`); set by
         :func:`open_sync`, needed by a ``dispatcher``."""
@@ -639,6 +641,9 @@ class KnowledgeBaseSync:
         nodes = [node for w in writes for node in w.nodes]
         stale = [node_id for w in writes for node_id in w.stale_ids]
         exists = collection_exists(store)
+        if nodes and not self._width_checked:  # before anything is deleted
+            check_vector_width(self.memory, nodes[0].get_embedding())
+            self._width_checked = True
         if nodes:
             if exists:  # Chroma's add keeps an existing id unchanged: delete it first
                 store.delete_nodes([n.node_id for n in nodes])
