@@ -1,8 +1,9 @@
 """A local HTTP server speaking OpenAI's chat-completions and embeddings APIs and Cohere's
 v2 embed API, standing in for the hosted services (which cannot be reached from tests).
-It records requests, answers chats with a fixed text (or stalls, to exercise timeouts),
-and embeds text by hashing its words into a fixed-size vector, so lexically close texts
-get close vectors."""
+It records requests, answers chats with a fixed text (or a text chosen per request by
+``reply_for``), can stall (to exercise timeouts) or fail chats with an HTTP error
+(``status``), and embeds text by hashing its words into a fixed-size vector, so lexically
+close texts get close vectors."""
 
 from __future__ import annotations
 
@@ -14,16 +15,31 @@ import re
 import struct
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
 class OpenAIStub:
-    """``with OpenAIStub(reply="...") as stub:`` serves on ``stub.base_url``."""
+    """``with OpenAIStub(reply="...") as stub:`` serves on ``stub.base_url``.
 
-    def __init__(self, reply: str = "Check the logs [1].", delay_s: float = 0.0) -> None:
+    ``reply_for(body)``, when given, chooses each chat reply from the request body (the
+    ``messages`` list); ``status`` other than 200 answers every chat with that HTTP status
+    and an OpenAI-style error body. Both can be changed while the stub runs.
+    """
+
+    def __init__(
+        self,
+        reply: str = "Check the logs [1].",
+        delay_s: float = 0.0,
+        *,
+        reply_for: Callable[[dict[str, Any]], str] | None = None,
+        status: int = 200,
+    ) -> None:
         self.reply = reply
         self.delay_s = delay_s
+        self.reply_for = reply_for
+        self.status = status
         self.requests: list[dict[str, Any]] = []
         stub = self
 
@@ -43,6 +59,11 @@ class OpenAIStub:
                     self._send(_cohere_embed(body))
                     return
                 time.sleep(stub.delay_s)
+                if stub.status != 200:
+                    error = {"message": "stub failure", "type": "server_error", "code": None}
+                    self._send({"error": error}, status=stub.status)
+                    return
+                reply = stub.reply_for(body) if stub.reply_for is not None else stub.reply
                 payload = {
                     "id": "chatcmpl-stub",
                     "object": "chat.completion",
@@ -51,7 +72,7 @@ class OpenAIStub:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": stub.reply},
+                            "message": {"role": "assistant", "content": reply},
                             "finish_reason": "stop",
                         }
                     ],
@@ -59,10 +80,10 @@ class OpenAIStub:
                 }
                 self._send(payload)
 
-            def _send(self, payload: dict[str, Any]) -> None:
+            def _send(self, payload: dict[str, Any], status: int = 200) -> None:
                 data = json.dumps(payload).encode()
                 try:
-                    self.send_response(200)
+                    self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
