@@ -12,6 +12,9 @@ Layout, for a store with ``prefix="aof:chat:"``:
 - ``aof:chat:<key>``: one list per conversation, one message per element, in order, as the
   store's ``codec`` encodes it (``ChatMessage.model_dump_json()`` by default; compressed
   and/or encrypted under a prefix otherwise; elements of any codec stay readable);
+- ``aof:chat:`` followed by the byte ``0xFF``, ``epoch:`` and ``<key>``: the conversation's
+  *epoch*, a random token renewed by every write that may change what the list already
+  holds (see :mod:`aof_index.memory.read_cache`), expiring and going with its list;
 - ``aof:chat:`` followed by the byte ``0xFF`` and ``index``: the *expiry index*, a sorted set
   of the keys that hold messages, scored by the time (Unix ms) at which each conversation
   expires, ``+inf`` without a TTL;
@@ -25,9 +28,12 @@ Layout, for a store with ``prefix="aof:chat:"``:
 No UTF-8 string ends the prefix with byte ``0xFF``, so no conversation key can collide with
 the indexes.
 
-Every write and every listing is one call of one Lua script (:data:`LUA_SCRIPT`, run with
-``EVALSHA``), so each is atomic on the server; reading a conversation is a plain ``LRANGE``
-of its list, atomic by itself (an expired list is already gone: Redis never returns it).  The
+Every write, read and listing is one call of one Lua script (:data:`LUA_SCRIPT`, run with
+``EVALSHA``), so each is atomic on the server; a read returns the conversation's epoch and
+the elements after those the store's read cache holds (all of them when the epoch changed),
+and an expired list is already gone (Redis never returns it).  The asyncio path pipelines:
+the calls a loop's tasks make in one turn of the loop are sent as one pipeline on one
+pooled connection (:class:`_Batcher`).  The
 sync and async paths send the same commands with the same arguments: an operation is
 described once (``_Call``) and each path only transports it.  Messages are encoded before
 anything is sent (a message over the codec's ``max_bytes`` is refused before any write), and
@@ -80,6 +86,7 @@ __all__ = ["DEFAULT_PREFIX", "DEFAULT_URL", "LUA_SCRIPT", "EditConflictError", "
 
 import asyncio
 import random
+import secrets
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
@@ -105,6 +112,7 @@ from aof_index.memory.lifecycle import (
     check_archive_key,
     head_drop,
 )
+from aof_index.memory.read_cache import CachedConversation, CachedReads, ReadCache, merge
 from aof_index.registry import missing_extra
 
 if TYPE_CHECKING:
@@ -122,7 +130,10 @@ DEFAULT_PREFIX = "aof:chat:"
 
 _INDEX_SUFFIX = b"\xffindex"
 _NAMES_SUFFIX = b"\xffkeys"
+_EPOCH_INFIX = b"\xffepoch:"  # the epoch of a conversation: prefix, this, its key
+_READS = frozenset({"get", "read", "keys", "purge"})  # operations that need no new epoch
 # Every element a codec compresses or encrypts starts with this; plain JSON with "{".
+_MAX_BATCH = 64  # calls one pipeline carries at most
 _EDIT_ATTEMPTS = 50
 _EDIT_BACKOFF_S = 0.002
 _SCHEMES = ("redis", "rediss", "unix")
@@ -137,11 +148,16 @@ LUA_SCRIPT = """
 -- KEYS[1]: the expiry index, a sorted set: conversation key -> expiry (Unix ms), +inf
 --          without TTL.
 -- KEYS[2]: the key index, a sorted set of the same members, all scored 0, for ZRANGEBYLEX.
--- KEYS[3]: the conversation's list (absent for 'keys' and 'purge').
--- KEYS[4]: the archive's list ('edit' with an archive key only).
--- ARGV: operation, key prefix, conversation key, ttl in ms (0: none), operands...
-local index, names, list = KEYS[1], KEYS[2], KEYS[3]
+-- KEYS[3]: the conversation's list, KEYS[4]: its epoch (absent for 'keys' and 'purge').
+-- KEYS[5]: the archive's list, KEYS[6]: its epoch ('edit' with an archive key only).
+-- ARGV: operation, key prefix, conversation key, ttl in ms (0: none), a new epoch (a
+--       random token the caller drew), operands...
+-- The epoch of a list is renewed by every write that may change what the list already
+-- holds, and set by an append that creates it; it expires and goes with its list (see
+-- aof_index.memory.read_cache).
+local index, names, list, epoch = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, prefix, member, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local token = ARGV[5]
 -- Marks an element for LINSERT / LREM, which find elements by value; never a stored message
 -- (a JSON object, or 'aof:' and a two-letter tag and a colon), and only ever present inside
 -- this script.
@@ -199,19 +215,21 @@ local function sync_names()
   expire_indexes()
 end
 
--- The list holds messages after a write: refresh its expiry and index entries, and let the
--- indexes expire with their last conversation.  They are pruned when a conversation enters
--- them (so they hold the live conversations and those expired since the last one entered;
--- listings prune too).  A conversation kept without TTL (scored +inf already) changes
--- neither index nor their expiry: nothing more to do for it.
-local function refreshed(list, member)
+-- The list holds messages after a write: refresh its expiry (and its epoch's) and index
+-- entries, and let the indexes expire with their last conversation.  They are pruned when
+-- a conversation enters them (so they hold the live conversations and those expired since
+-- the last one entered; listings prune too).  A conversation kept without TTL (scored +inf
+-- already) changes neither index nor their expiry: nothing more to do for it.
+local function refreshed(list, epoch, member)
   local old = redis.call('ZSCORE', index, member)
   local score = '+inf'
   if ttl > 0 then
     score = ms(now_ms() + ttl)
     redis.call('PEXPIREAT', list, score)
+    redis.call('PEXPIREAT', epoch, score)
   else
     redis.call('PERSIST', list)
+    redis.call('PERSIST', epoch)
     if old == 'inf' then return end
   end
   redis.call('ZADD', index, score, member)
@@ -222,22 +240,49 @@ local function refreshed(list, member)
   expire_indexes()
 end
 
--- After a change to a list: refresh it as above, or drop its index entries when the list is
--- gone (then prune the indexes and let them expire with their last conversation).
-local function changed(list, member)
-  if redis.call('EXISTS', list) == 1 then return refreshed(list, member) end
+-- After a change to a list: give it a new epoch and refresh it as above, or drop its epoch
+-- and index entries when the list is gone (then prune the indexes and let them expire with
+-- their last conversation).
+local function changed(list, epoch, member)
+  if redis.call('EXISTS', list) == 1 then
+    redis.call('SET', epoch, token)
+    return refreshed(list, epoch, member)
+  end
+  redis.call('DEL', epoch)
   redis.call('ZREM', index, member)
   redis.call('ZREM', names, member)
   prune(now_ms())
   expire_indexes()
 end
 
-if op == 'keys' then
-  -- ARGV[5], ARGV[6]: the ZRANGEBYLEX bounds of the prefix.
+-- After an append: a list the append created gets a new epoch, one without an epoch (data
+-- written before epochs existed) gets one; an existing epoch stays (an append changes
+-- nothing the list held).
+local function appended(list, epoch, member, length)
+  if length == 1 then
+    redis.call('SET', epoch, token)
+  else
+    redis.call('SET', epoch, token, 'NX')
+  end
+  refreshed(list, epoch, member)
+end
+
+if op == 'read' then
+  -- ARGV[6]: the epoch the caller has cached ('' for none), ARGV[7]: how many messages it
+  -- has.  Returns {epoch or false, 1 and the elements after those if the epoch is that
+  -- one, else 0 and every element}.
+  local current = redis.call('GET', epoch)
+  local from = tonumber(ARGV[7])
+  if current and current == ARGV[6] and redis.call('LLEN', list) >= from then
+    return {current, 1, redis.call('LRANGE', list, from, -1)}
+  end
+  return {current, 0, redis.call('LRANGE', list, 0, -1)}
+elseif op == 'keys' then
+  -- ARGV[6], ARGV[7]: the ZRANGEBYLEX bounds of the prefix.
   prune(now_ms())
   sync_names()
   local live = {}
-  for _, key in ipairs(redis.call('ZRANGEBYLEX', names, ARGV[5], ARGV[6])) do
+  for _, key in ipairs(redis.call('ZRANGEBYLEX', names, ARGV[6], ARGV[7])) do
     -- An entry whose list vanished without this store (evicted, deleted by hand) goes too.
     if redis.call('EXISTS', prefix .. key) == 1 then
       live[#live + 1] = key
@@ -250,33 +295,32 @@ if op == 'keys' then
 elseif op == 'purge' then
   return prune(now_ms())
 elseif op == 'append' then
-  redis.call('RPUSH', list, ARGV[5])
-  refreshed(list, member)
+  appended(list, epoch, member, redis.call('RPUSH', list, ARGV[6]))
   return false
 elseif op == 'insert' then
   local n = redis.call('LLEN', list)
-  local i = tonumber(ARGV[6])
+  local i = tonumber(ARGV[7])
   if i < 0 then i = math.max(0, i + n) end
   if i >= n then
-    redis.call('RPUSH', list, ARGV[5])
+    redis.call('RPUSH', list, ARGV[6])
   elseif i == 0 then
-    redis.call('LPUSH', list, ARGV[5])
+    redis.call('LPUSH', list, ARGV[6])
   else
     local old = redis.call('LINDEX', list, i)
     redis.call('LSET', list, i, MARK)
-    redis.call('LINSERT', list, 'BEFORE', MARK, ARGV[5])
+    redis.call('LINSERT', list, 'BEFORE', MARK, ARGV[6])
     redis.call('LSET', list, i + 1, old)
   end
-  changed(list, member)
+  changed(list, epoch, member)
   return false
 elseif op == 'set' then
   redis.call('DEL', list)
-  batched('RPUSH', list, ARGV, 5, #ARGV)
-  changed(list, member)
+  batched('RPUSH', list, ARGV, 6, #ARGV)
+  changed(list, epoch, member)
   return false
 elseif op == 'delete_at' then
   local n = redis.call('LLEN', list)
-  local i = tonumber(ARGV[5])
+  local i = tonumber(ARGV[6])
   if i < 0 then i = i + n end
   if i < 0 or i >= n then return false end
   local removed
@@ -289,39 +333,50 @@ elseif op == 'delete_at' then
     redis.call('LSET', list, i, MARK)
     redis.call('LREM', list, 1, MARK)
   end
-  changed(list, member)
+  changed(list, epoch, member)
   return removed
 elseif op == 'delete_last' then
   local removed = redis.call('RPOP', list)
-  if removed then changed(list, member) end
+  if removed then changed(list, epoch, member) end
   return removed
 elseif op == 'delete_all' then
   local removed = redis.call('LRANGE', list, 0, -1)
   if #removed == 0 then return false end
   redis.call('DEL', list)
-  changed(list, member)
+  changed(list, epoch, member)
   return removed
 elseif op == 'edit' then
-  -- ARGV[5]: the archive key ('' for none); ARGV[6]: how many elements to drop, which the
-  -- caller read as ARGV[8...]; ARGV[7]: how many to insert, which follow them.  Applied only
+  -- ARGV[6]: the archive key ('' for none); ARGV[7]: how many elements to drop, which the
+  -- caller read as ARGV[9...]; ARGV[8]: how many to insert, which follow them.  Applied only
   -- if the head is still what the caller read (compare and swap): returns 1, else 0.
-  local drop, count = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local drop, count = tonumber(ARGV[7]), tonumber(ARGV[8])
   local head = {}
   if drop > 0 then
     head = redis.call('LRANGE', list, 0, drop - 1)
     if #head ~= drop then return 0 end
     for i = 1, drop do
-      if head[i] ~= ARGV[7 + i] then return 0 end
+      if head[i] ~= ARGV[8 + i] then return 0 end
     end
     redis.call('LTRIM', list, drop, -1)
   end
-  for i = 7 + drop + count, 8 + drop, -1 do
+  for i = 8 + drop + count, 9 + drop, -1 do
     redis.call('LPUSH', list, ARGV[i])
   end
-  changed(list, member)
-  if ARGV[5] ~= '' and drop > 0 then
-    batched('RPUSH', KEYS[4], head, 1, drop)
-    changed(KEYS[4], ARGV[5])
+  changed(list, epoch, member)
+  if ARGV[6] ~= '' and drop > 0 then
+    -- Appended to: the archive keeps its epoch (a new archive gets one).
+    for from = 1, drop, BATCH do
+      local last = math.min(from + BATCH - 1, drop)
+      local length = redis.call('RPUSH', KEYS[5], unpack(head, from, last))
+      if from == 1 then
+        if length == last then
+          redis.call('SET', KEYS[6], token)
+        else
+          redis.call('SET', KEYS[6], token, 'NX')
+        end
+      end
+    end
+    refreshed(KEYS[5], KEYS[6], ARGV[6])
   end
   return 1
 end
@@ -381,6 +436,52 @@ def _keys(raw: list[bytes] | None) -> list[str]:
 
 def _get(codec: MessageCodec, key: str) -> _Call[list[ChatMessage]]:
     return _Call("get", key, (), partial(_messages, codec))
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """A 'read' reply: the list's epoch (``None``: none), whether ``messages`` are only
+    those after the cached ones, the messages, and the size of their stored text."""
+
+    epoch: str | None
+    incremental: bool
+    messages: list[ChatMessage]
+    size: int
+
+
+def _fetched(codec: MessageCodec, raw: list[Any]) -> _Fetched:
+    epoch, incremental, items = raw
+    return _Fetched(
+        None if epoch is None else epoch.decode("ascii"),
+        bool(incremental),
+        [codec.decode(item) for item in items],
+        sum(len(item) for item in items),
+    )
+
+
+def _merged(
+    cache: ReadCache, key: str, cached: CachedConversation | None, fetched: _Fetched
+) -> list[ChatMessage]:
+    count = len(fetched.messages)
+    if fetched.incremental and cached is not None:
+        count += cached.end
+    return merge(
+        cache,
+        key,
+        cached,
+        fetched.epoch,
+        fetched.incremental,
+        fetched.messages,
+        count,
+        fetched.size,
+    )
+
+
+def _read(codec: MessageCodec, key: str, cached: CachedConversation | None) -> _Call[_Fetched]:
+    """The messages after the ``cached`` ones if the list's epoch is still the cached one,
+    else all of them (one script run)."""
+    operands = ("", 0) if cached is None else (str(cached.epoch), cached.end)
+    return _Call("read", key, operands, partial(_fetched, codec))
 
 
 def _set(codec: MessageCodec, key: str, messages: Sequence[ChatMessage]) -> _Call[None]:
@@ -497,13 +598,79 @@ def _pool_classes() -> tuple[
     return SyncPool, AsyncPool
 
 
+class _Batcher:
+    """Client-side pipelining of one event loop's calls.
+
+    The calls that the loop's tasks make in one turn of the loop go to the server together,
+    as one pipeline on one pooled connection (one write, one read), instead of one round
+    trip each: at 16 calls in flight, the system calls of sending and receiving were most
+    of a call's cost.  Each call is still one command (a script run, atomic by itself),
+    run in the order sent; a pipeline is not a transaction.  A call's reply, or its error,
+    goes to its caller only; a failure of the connection fails every call of the batch
+    (each may or may not have been applied, as a single call's failure), and a failure to
+    get a connection (nothing sent) lets each caller retry on its own.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self._client = client
+        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._scheduled = False
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def call(self, *command: Any) -> Any:
+        """Send ``command`` with the others of this turn of the loop; returns its reply."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((command, future))
+        if len(self._queue) >= _MAX_BATCH:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)  # after the tasks ready now have queued theirs
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._queue:
+            return
+        batch, self._queue = self._queue, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        try:
+            for command, _ in batch:
+                pipe.execute_command(*command)
+            replies = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            await pipe.reset()  # the connection goes back to the pool
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue  # its caller stopped waiting
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+
 @dataclass
 class _LoopClient:
-    """The asyncio client of one event loop, and the generator that closes it with the loop."""
+    """The asyncio client of one event loop, its pipelining, and the generator that closes
+    it with the loop."""
 
     client: redis.asyncio.Redis
     script: AsyncScript
     closer: AsyncGenerator[None, None]
+    batcher: _Batcher
 
 
 async def _close_with_loop(
@@ -545,7 +712,7 @@ def _split_password(url: str) -> tuple[str, str | None]:
 # The store.
 
 
-class RedisChatStore(ClosableStore, HistoryChatStore):
+class RedisChatStore(ClosableStore, CachedReads, HistoryChatStore):
     """Chat history on a Redis server: one list per conversation, every operation atomic.
 
     Implements the whole ``BaseChatStore`` contract and ``HistoryStore`` (``codec``, ``ttl``,
@@ -648,7 +815,11 @@ class RedisChatStore(ClosableStore, HistoryChatStore):
 
     def get_messages(self, key: str) -> list[ChatMessage]:
         """Messages of ``key`` in order; ``[]`` for an unknown or expired key."""
-        return self._run(_get(self.codec, key))
+        cache = self.read_cache
+        if not cache.enabled:
+            return self._run(_get(self.codec, key))
+        cached = cache.get(key)
+        return _merged(cache, key, cached, self._run(_read(self.codec, key, cached)))
 
     def add_message(self, key: str, message: ChatMessage, idx: int | None = None) -> None:
         """Append ``message`` to ``key``, or insert it at ``idx`` like ``list.insert``."""
@@ -696,7 +867,11 @@ class RedisChatStore(ClosableStore, HistoryChatStore):
 
     async def aget_messages(self, key: str) -> list[ChatMessage]:
         """Async :meth:`get_messages`."""
-        return await self._arun(_get(self.codec, key))
+        cache = self.read_cache
+        if not cache.enabled:
+            return await self._arun(_get(self.codec, key))
+        cached = cache.get(key)
+        return _merged(cache, key, cached, await self._arun(_read(self.codec, key, cached)))
 
     async def async_add_message(
         self, key: str, message: ChatMessage, idx: int | None = None
@@ -762,10 +937,13 @@ class RedisChatStore(ClosableStore, HistoryChatStore):
     def _script_args(self, call: _Call[Any]) -> tuple[list[bytes | str], list[bytes | str | int]]:
         prefix = self.prefix.encode("utf-8")
         keys: list[bytes | str] = [prefix + _INDEX_SUFFIX, prefix + _NAMES_SUFFIX]
-        keys += [self.prefix + key for key in (call.key, call.archive) if key is not None]
+        for key in (call.key, call.archive):
+            if key is not None:
+                keys += [self.prefix + key, prefix + _EPOCH_INFIX + key.encode("utf-8")]
         ttl_ms = 0 if self.ttl is None else max(1, round(self.ttl * 1000))
         member = "" if call.key is None else call.key
-        return keys, [call.op, self.prefix, member, ttl_ms, *call.operands]
+        token = "" if call.op in _READS else secrets.token_hex(8)
+        return keys, [call.op, self.prefix, member, ttl_ms, token, *call.operands]
 
     @property
     def _scheme(self) -> str:
@@ -932,11 +1110,11 @@ class RedisChatStore(ClosableStore, HistoryChatStore):
 
     # async path ------------------------------------------------------------------------------
 
-    async def _async_script(self) -> AsyncScript:
+    async def _async_client(self) -> _LoopClient:
         loop = asyncio.get_running_loop()
         entry = self._aclients.get(loop)
         if entry is not None:
-            return entry.script
+            return entry
         lib = _redis()
         pool = _pool_classes()[1](
             max_connections=self.pool_size,
@@ -951,7 +1129,10 @@ class RedisChatStore(ClosableStore, HistoryChatStore):
                     del self._aclients[loop]
 
         created = _LoopClient(
-            client, client.register_script(LUA_SCRIPT), _close_with_loop(client, forget)
+            client,
+            client.register_script(LUA_SCRIPT),
+            _close_with_loop(client, forget),
+            _Batcher(client),
         )
         with self._lock:
             for old in [other for other in self._aclients if other.is_closed()]:
@@ -960,19 +1141,24 @@ class RedisChatStore(ClosableStore, HistoryChatStore):
         # Runs to the generator's `yield` without suspending, so no other task of this loop
         # sees the entry before the loop knows the generator.
         await anext(created.closer)
-        return created.script
+        return created
 
     async def _arun(self, call: _Call[T]) -> T:
-        script = await self._async_script()
+        entry = await self._async_client()
+        script, batcher = entry.script, entry.batcher
         keys, args = self._script_args(call)
-        errors = _redis().exceptions.RedisError, _NotSent
+        lib = _redis()
+        errors = lib.exceptions.RedisError, _NotSent
         attempt = 0
         while True:
             try:
                 if call.op == "get":
-                    raw = await script.registered_client.lrange(keys[2], 0, -1)
+                    raw = await batcher.call("LRANGE", keys[2], 0, -1)
                 else:
-                    raw = await script(keys=keys, args=args)
+                    try:
+                        raw = await batcher.call("EVALSHA", script.sha, len(keys), *keys, *args)
+                    except lib.exceptions.NoScriptError:  # not run: load it, and run it
+                        raw = await script(keys=keys, args=args)
             except errors as exc:
                 delay = self._retry_delay(exc, attempt)
                 if delay is None:

@@ -21,6 +21,14 @@ so the conversation starts afresh.  :func:`op_purge` deletes expired keys in bat
 scans the ``(key, created_at)`` index once per batch, and a store runs it before a write at
 most once per ``min(ttl, 60 s)``.
 
+Epochs (schema version 3): table ``<table>_epochs`` holds one row ``(key, epoch)`` per
+conversation, a random 63-bit number renewed by every write that may change rows the key
+already has (``set_messages``, an insert at an index, a delete, ``edit_head``, and a write
+or purge after a TTL expiry) and created by an append when missing; an append keeps it.
+:func:`op_read` reads the epoch, the last write and the rows after a given position (all
+rows when the epoch is not the given one) in one statement, so the read cache
+(:mod:`aof_index.memory.read_cache`) decodes only what was appended since its last read.
+
 Key listing: ``get_keys(prefix)`` reads the index range ``prefix <= key < prefix_end(prefix)``
 (:func:`prefix_end`: the least string above every key with that prefix, in code-point order,
 which is how SQLite compares text and how PostgreSQL does under ``COLLATE "C"``).
@@ -44,7 +52,9 @@ set the operations use.  :class:`SqlChatStore` implements the ``BaseChatStore`` 
 from __future__ import annotations
 
 __all__ = [
+    "EPOCHS_TABLE",
     "MIGRATIONS",
+    "MIN_POSITION",
     "POSITION_GAP",
     "PURGE_BATCH",
     "SCHEMA_VERSION",
@@ -52,6 +62,7 @@ __all__ = [
     "Dialect",
     "Op",
     "OpContext",
+    "Read",
     "Sql",
     "SqlChatStore",
     "Stmt",
@@ -65,6 +76,7 @@ __all__ = [
     "op_get",
     "op_keys",
     "op_purge",
+    "op_read",
     "op_schema",
     "op_set",
     "prefix_end",
@@ -92,6 +104,13 @@ from aof_index.memory.lifecycle import (
     check_archive_key,
     head_drop,
 )
+from aof_index.memory.read_cache import (
+    CachedConversation,
+    CachedReads,
+    ReadCache,
+    merge,
+    new_epoch,
+)
 
 POSITION_GAP = 1 << 20
 """Distance between the positions of consecutive appended messages."""
@@ -102,10 +121,17 @@ PURGE_BATCH = 100
 WRITTEN_INDEX = "CREATE INDEX IF NOT EXISTS {index} ON {table} ({key}, created_at)"
 """The ``(key, created_at)`` index of schema version 2, as a migration template."""
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {2: (WRITTEN_INDEX,)}
+EPOCHS_TABLE = "CREATE TABLE IF NOT EXISTS {epochs} (key TEXT PRIMARY KEY, epoch BIGINT NOT NULL)"
+"""The epochs table of schema version 3 (one row per conversation, see
+:mod:`aof_index.memory.read_cache`), as a migration template."""
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {2: (WRITTEN_INDEX,), 3: (EPOCHS_TABLE,)}
 """Statements bringing an existing table from version N-1 to N, keyed by N (``{table}``,
-``{index}`` and ``{key}`` as :func:`op_schema` says), the same in every dialect.  Version 1
-is the CREATE TABLE itself, which always creates the newest layout."""
+``{index}``, ``{key}`` and ``{epochs}`` as :func:`op_schema` says), the same in every
+dialect.  Version 1 is the CREATE TABLE itself, which always creates the newest layout."""
+
+MIN_POSITION = -(1 << 63)
+"""The least ``position`` (BIGINT): a read from it reads the whole conversation."""
 
 SCHEMA_VERSION = max(MIGRATIONS)
 """The newest table layout; bump it by adding its migration above."""
@@ -232,7 +258,11 @@ class Sql:
     indexes_every_open: bool
     create: str
     indexes: tuple[str, ...]
+    """Statements creating what goes with the table (indexes, the epochs table), each
+    only when missing."""
+    epochs: str
     select_rows: str
+    select_since: str
     select_entries: str
     select_positions: str
     select_at: str
@@ -249,6 +279,11 @@ class Sql:
     keys_from: str
     keys_between: str
     expired_keys: str
+    expire_rows: str
+    expire_epoch: str
+    epoch_ensure: str
+    epoch_set: str
+    epoch_delete: str
 
 
 @lru_cache(maxsize=64)
@@ -264,6 +299,7 @@ def sql_for(dialect: Dialect, table: str, schema: str = "") -> Sql:
 
     t = dialect.table.format(**names)
     index = f'"{_index_name(table)}"'
+    epochs = dialect.table.format(schema=schema, table=_index_name(table, "_epochs"))
     k = f"key{dialect.key_collation}"  # key as listing and the (key, created_at) index see it
     return Sql(
         table=t,
@@ -286,8 +322,23 @@ def sql_for(dialect: Dialect, table: str, schema: str = "") -> Sql:
             f" created_at {dialect.real} NOT NULL,"
             " UNIQUE (key, position))"
         ),
-        indexes=(WRITTEN_INDEX.format(index=index, table=t, key=k),),
+        indexes=(
+            WRITTEN_INDEX.format(index=index, table=t, key=k),
+            EPOCHS_TABLE.format(epochs=epochs),
+        ),
+        epochs=epochs,
         select_rows=fill(f"SELECT message, created_at FROM {t} WHERE key = ? ORDER BY position"),
+        # One statement, so one snapshot: the epoch, the last write (TTL), and the rows from
+        # the given position when the epoch is the given one, else every row (see op_read).
+        # Always one row at least (the messages' columns NULL when no row matches).
+        select_since=fill(
+            "SELECT x.epoch, x.written, r.position, r.message FROM"
+            f" (SELECT (SELECT epoch FROM {epochs} WHERE key = ?) AS epoch,"
+            f" (SELECT MAX(created_at) FROM {t} WHERE {k} = ?) AS written) x"
+            f" LEFT JOIN {t} r ON r.key = ? AND r.position >="
+            f" CASE WHEN x.epoch = ? THEN ? ELSE {MIN_POSITION} END"
+            " ORDER BY r.position"
+        ),
         select_entries=fill(f"SELECT position, message FROM {t} WHERE key = ? ORDER BY position"),
         select_positions=fill(f"SELECT position FROM {t} WHERE key = ? ORDER BY position"),
         select_at=fill(
@@ -321,6 +372,23 @@ def sql_for(dialect: Dialect, table: str, schema: str = "") -> Sql:
             f" GROUP BY {k} HAVING MAX(created_at) >= ? ORDER BY 1"
         ),
         expired_keys=fill(f"SELECT {k} FROM {t} GROUP BY {k} HAVING MAX(created_at) < ? LIMIT ?"),
+        # The TTL check and its delete as one statement each (no rows to wait for); the
+        # epoch goes first, while the rows it checks are still there.
+        expire_rows=fill(
+            f"DELETE FROM {t} WHERE key = ? AND (SELECT MAX(created_at) FROM {t} WHERE {k} = ?) < ?"
+        ),
+        expire_epoch=fill(
+            f"DELETE FROM {epochs} WHERE key = ?"
+            f" AND (SELECT MAX(created_at) FROM {t} WHERE {k} = ?) < ?"
+        ),
+        epoch_ensure=fill(
+            f"INSERT INTO {epochs} (key, epoch) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"
+        ),
+        epoch_set=fill(
+            f"INSERT INTO {epochs} (key, epoch) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET epoch = excluded.epoch"
+        ),
+        epoch_delete=fill(f"DELETE FROM {epochs} WHERE key = ?"),
     )
 
 
@@ -384,8 +452,9 @@ def op_schema(sql: Sql, version: int, migrations: Mapping[int, Sequence[str]]) -
 
     ``migrations`` maps a version N to the statements bringing an existing table from N-1
     to N; they may name ``{table}`` (quoted, qualified), ``{index}`` (the name of the
-    ``(key, created_at)`` index) and ``{key}`` (``key`` with the dialect's collation).  A
-    new table is created in the newest layout, indexes included.
+    ``(key, created_at)`` index), ``{key}`` (``key`` with the dialect's collation) and
+    ``{epochs}`` (the epochs table, quoted, qualified).  A new table is created in the
+    newest layout, indexes and epochs table included.
     """
     if sql.schema_lock is not None:
         yield Stmt(sql.schema_lock)
@@ -399,7 +468,11 @@ def op_schema(sql: Sql, version: int, migrations: Mapping[int, Sequence[str]]) -
     if (yield Stmt(sql.table_exists)):
         for step in range(found + 1, version + 1):
             for statement in migrations.get(step, ()):
-                yield Stmt(statement.format(table=sql.table, index=sql.index, key=sql.key))
+                yield Stmt(
+                    statement.format(
+                        table=sql.table, index=sql.index, key=sql.key, epochs=sql.epochs
+                    )
+                )
         if sql.indexes_every_open:
             for statement in sql.indexes:
                 yield Stmt(statement)
@@ -420,15 +493,26 @@ def _lock(ctx: OpContext, *keys: str) -> Op[None]:
 
 
 def _begin(ctx: OpContext, now: float, *keys: str) -> Op[None]:
-    """Start a write to ``keys``: lock them, and delete the rows of those past their TTL
-    (a write to an expired conversation starts a fresh one)."""
+    """Start a write to ``keys``: lock them, and delete the rows and the epoch of those past
+    their TTL (a write to an expired conversation starts a fresh one, with a new epoch)."""
     yield from _lock(ctx, *keys)
     if ctx.ttl is None:
         return
+    cutoff = ctx.cutoff(now)
     for key in keys:
-        rows = yield Stmt(ctx.sql.last_written, (key,))
-        if rows and ctx.expired(rows[0][0], now):
-            yield Stmt(ctx.sql.delete_key, (key,))
+        yield Stmt(ctx.sql.expire_epoch, (key, key, cutoff))
+        yield Stmt(ctx.sql.expire_rows, (key, key, cutoff))
+
+
+def _new_epoch(ctx: OpContext, key: str) -> Op[None]:
+    """Record that the messages ``key`` held may have changed: a new epoch."""
+    yield Stmt(ctx.sql.epoch_set, (key, new_epoch()))
+
+
+def _keep_epoch(ctx: OpContext, key: str) -> Op[None]:
+    """After an append: give ``key`` an epoch if it has none (new, or written before
+    epochs existed); an existing one stays, since an append changes no earlier message."""
+    yield Stmt(ctx.sql.epoch_ensure, (key, new_epoch()))
 
 
 def _touch(ctx: OpContext, key: str, now: float) -> Op[None]:
@@ -444,6 +528,40 @@ def op_get(ctx: OpContext, key: str) -> Op[list[ChatMessage]]:
     return [ctx.codec.decode(row[0]) for row in rows]
 
 
+@dataclass(frozen=True)
+class Read:
+    """What :func:`op_read` found: the conversation's epoch (``None``: it has none, or no
+    messages), whether ``messages`` are only those after the given position (the epoch
+    was the given one) or all of them, the position of the last message, and the size of
+    the stored text of ``messages``."""
+
+    epoch: int | None
+    incremental: bool
+    messages: list[ChatMessage]
+    end: int
+    size: int
+
+
+def op_read(ctx: OpContext, key: str, epoch: int | None = None, after: int = 0) -> Op[Read]:
+    """The messages of ``key`` after position ``after`` if its epoch is still ``epoch``,
+    else all of them (``[]`` once expired), in one statement (one snapshot)."""
+    since = after + 1 if epoch is not None else MIN_POSITION
+    rows = yield Stmt(ctx.sql.select_since, (key, key, key, epoch, since))
+    current, written = rows[0][0], rows[0][1]
+    if written is None or ctx.expired(written, time.time()):
+        return Read(None, False, [], MIN_POSITION, 0)
+    incremental = epoch is not None and current == epoch
+    found = [(row[2], row[3]) for row in rows if row[2] is not None]
+    decode = ctx.codec.decode
+    return Read(
+        None if current is None else int(current),
+        incremental,
+        [decode(text) for _, text in found],
+        found[-1][0] if found else after,
+        sum(len(text) for _, text in found),
+    )
+
+
 def op_set(ctx: OpContext, key: str, messages: Sequence[ChatMessage]) -> Op[None]:
     """Replace the messages of ``key``."""
     now = time.time()
@@ -452,6 +570,9 @@ def op_set(ctx: OpContext, key: str, messages: Sequence[ChatMessage]) -> Op[None
     yield Stmt(ctx.sql.delete_key, (key,))
     if data:
         yield Stmt(ctx.sql.insert, data, many=True)
+        yield from _new_epoch(ctx, key)
+    else:
+        yield Stmt(ctx.sql.epoch_delete, (key,))
 
 
 def op_add(ctx: OpContext, key: str, message: ChatMessage, idx: int | None) -> Op[None]:
@@ -460,7 +581,9 @@ def op_add(ctx: OpContext, key: str, message: ChatMessage, idx: int | None) -> O
     yield from _begin(ctx, now, key)
     if idx is None:
         yield Stmt(sql.append, (key, text, now, key))
+        yield from _keep_epoch(ctx, key)
         return
+    yield from _new_epoch(ctx, key)
     positions = [row[0] for row in (yield Stmt(sql.select_positions, (key,)))]
     k = _insert_index(idx, len(positions))
     position = _insert_position(positions, k)
@@ -480,6 +603,7 @@ def _pop(ctx: OpContext, key: str, rows: list[Any], now: float) -> Op[ChatMessag
         return None
     position, text = rows[0]
     yield Stmt(ctx.sql.delete_at, (key, position))
+    yield from _new_epoch(ctx, key)
     yield from _touch(ctx, key, now)
     return ctx.codec.decode(text)
 
@@ -511,6 +635,7 @@ def op_delete_key(ctx: OpContext, key: str) -> Op[list[ChatMessage] | None]:
     if not rows:
         return None
     yield Stmt(ctx.sql.delete_key, (key,))
+    yield Stmt(ctx.sql.epoch_delete, (key,))
     return [ctx.codec.decode(row[0]) for row in rows]
 
 
@@ -545,6 +670,7 @@ def op_edit_head(
     if not drop and not inserts:
         return []
     dropped, kept = rows[:drop], rows[drop:]
+    yield from _new_epoch(ctx, key)
     if dropped:
         yield Stmt(sql.delete_head, (key, dropped[-1][0]))
     if inserts:
@@ -562,6 +688,7 @@ def op_edit_head(
             for i, (_, text) in enumerate(dropped)
         ]
         yield Stmt(sql.insert, data, many=True)
+        yield from _keep_epoch(ctx, archive_key)  # appended to: its epoch stays
     return messages[:drop]
 
 
@@ -581,6 +708,7 @@ def op_purge(ctx: OpContext, limit: int = PURGE_BATCH) -> Op[tuple[int, int]]:
             continue
         rows = yield Stmt(sql.last_written, (key,))
         if rows and ctx.expired(rows[0][0], now):
+            yield Stmt(sql.epoch_delete, (key,))
             yield Stmt(sql.delete_key, (key,))
             purged += 1
     return len(found), purged
@@ -616,7 +744,7 @@ async def arun_op(op: Op[T], execute: Callable[[Stmt], Awaitable[list[Any]]]) ->
 # The chat-store API, on any backend that can run an operation in a transaction.
 
 
-class SqlChatStore(ClosableStore, HistoryChatStore):
+class SqlChatStore(ClosableStore, CachedReads, HistoryChatStore):
     """``BaseChatStore`` and ``HistoryStore`` on the operations above, sync and async.
 
     Indices follow Python list semantics: ``delete_message(key, 1)`` removes the second
@@ -624,6 +752,11 @@ class SqlChatStore(ClosableStore, HistoryChatStore):
     ``None``, and ``add_message(key, m, idx=i)`` behaves like ``list.insert(i, m)``.  A key
     with no messages does not exist: ``get_messages`` gives ``[]`` and ``get_keys`` omits it.
     With ``ttl``, a write first purges expired keys, at most once per ``min(ttl, 60 s)``.
+
+    Reads go through the store's read cache (:mod:`aof_index.memory.read_cache`): a read
+    of a conversation read before fetches and decodes only the rows appended since, when
+    its epoch (a row of the epochs table, renewed by every write that is not an append)
+    is unchanged, and the whole conversation otherwise.
 
     Subclasses provide the statement set (``_sql``), and run an operation in one transaction
     with ``_run`` (sync) and ``_arun`` (async); ``write`` tells whether it writes.
@@ -676,7 +809,13 @@ class SqlChatStore(ClosableStore, HistoryChatStore):
 
     def get_messages(self, key: str) -> list[ChatMessage]:
         """Messages of ``key`` in order; ``[]`` for an unknown or expired key."""
-        return self._read(lambda ctx: op_get(ctx, key))
+        cache = self.read_cache
+        if not cache.enabled:
+            return self._read(lambda ctx: op_get(ctx, key))
+        cached = cache.get(key)
+        epoch, after = (None, 0) if cached is None else (int(cached.epoch), cached.end)
+        read = self._read(lambda ctx: op_read(ctx, key, epoch, after))
+        return _merged(cache, key, cached, read)
 
     def add_message(self, key: str, message: ChatMessage, idx: int | None = None) -> None:
         """Append ``message`` to ``key``, or insert it at ``idx`` like ``list.insert``."""
@@ -721,7 +860,13 @@ class SqlChatStore(ClosableStore, HistoryChatStore):
 
     async def aget_messages(self, key: str) -> list[ChatMessage]:
         """Async :meth:`get_messages`."""
-        return await self._aread(lambda ctx: op_get(ctx, key))
+        cache = self.read_cache
+        if not cache.enabled:
+            return await self._aread(lambda ctx: op_get(ctx, key))
+        cached = cache.get(key)
+        epoch, after = (None, 0) if cached is None else (int(cached.epoch), cached.end)
+        read = await self._aread(lambda ctx: op_read(ctx, key, epoch, after))
+        return _merged(cache, key, cached, read)
 
     async def async_add_message(
         self, key: str, message: ChatMessage, idx: int | None = None
@@ -759,3 +904,11 @@ class SqlChatStore(ClosableStore, HistoryChatStore):
             total += purged
             if found < PURGE_BATCH or not purged:
                 return total
+
+
+def _merged(
+    cache: ReadCache, key: str, cached: CachedConversation | None, read: Read
+) -> list[ChatMessage]:
+    return merge(
+        cache, key, cached, read.epoch, read.incremental, read.messages, read.end, read.size
+    )

@@ -58,6 +58,11 @@ The contract is LlamaIndex's ``BaseChatStore`` made precise, plus
   ``adelete_messages``, ``adelete_message``, ``adelete_last_message``, ``aget_keys``,
   ``aedit_head``, ``apurge_expired``) gives what its sync twin gives, and concurrent
   writers never lose or duplicate a message;
+- reads see every write made since the last read, whoever made it (read caches must not
+  go stale): deletes, inserts, ``set_messages``, ``edit_head`` and expiry, each leaving the
+  conversation as long or longer with earlier messages changed, made by the reader itself
+  or (:class:`SharedChatStoreContract`) another store instance and another process; and a
+  caller changing the messages or list it got changes nothing the next read returns;
 - the codec stays out of ``repr``, ``to_dict`` and ``to_json`` and survives pickling;
 - :class:`SharedChatStoreContract` adds the cases for stores whose data outlives the process
   (a file, a server): two processes appending to one key (each with a pickled copy of the
@@ -284,6 +289,111 @@ def _check_edits(
         assert [text for text in everything if text.split(":")[0] == writer] == mine
     assert sorted(archive) == sorted(removed)
     assert archive, "no edit removed anything: the test did not exercise edit_head"
+
+
+# Reads between other writers' changes (the read caches' hard cases) ------------------------
+
+Step = tuple[Any, ...]
+"""One write of :data:`_CHANGES`: an operation name and its operands (picklable)."""
+
+_KEY, _ARCHIVE = "cached", "cached/archive"
+
+_CHANGES: tuple[tuple[Step, ...], ...] = (
+    # Each group is written (by another writer) between two reads.  Many leave the
+    # conversation as long as it was, or longer, with earlier messages changed: a cache that
+    # trusted the length alone would return the old messages.
+    (("set", ("a", "b", "c")), ("add", "d")),
+    (("delete_last",), ("add", "e")),
+    (("delete_at", 0), ("add", "f")),
+    (("delete_at", 1), ("insert", 1, "g")),
+    (("add", "h"),),
+    (("insert", 0, "i"),),
+    (("edit", 1, ("summary 1",)),),
+    (("edit", 2, ()), ("add", "j"), ("add", "k")),
+    (("add", "l"), ("add", "m")),
+    (("delete_all",), *(("add", text) for text in ("n", "o", "p", "q", "r", "s", "t"))),
+    (("set", ("u", "v", "w", "x", "y", "z", "t", "t2")),),
+    (("set", ("U", "v", "w", "x", "y", "z", "t", "t2")),),
+    (("edit", 0, ("summary 2",)),),
+    (("delete_at", -2), ("add", "t3")),
+    (("edit", 3, ("summary 3", "note")), ("delete_last",), ("add", "t4")),
+    (("delete_all",),),
+    (("add", "again"),),
+)
+
+
+def _change(store: ChatStore, step: Step) -> None:
+    """Apply one step of :data:`_CHANGES` to ``store``."""
+    op, *args = step
+    if op == "set":
+        store.set_messages(_KEY, [_msg(text) for text in args[0]])
+    elif op == "add":
+        store.add_message(_KEY, _msg(args[0]))
+    elif op == "insert":
+        store.add_message(_KEY, _msg(args[1]), idx=args[0])
+    elif op == "delete_last":
+        store.delete_last_message(_KEY)
+    elif op == "delete_at":
+        store.delete_message(_KEY, args[0])
+    elif op == "delete_all":
+        store.delete_messages(_KEY)
+    elif op == "edit":
+        store.edit_head(_KEY, _fixed(args[0], *args[1]), archive_key=_ARCHIVE)
+    else:
+        raise ValueError(f"unknown step {step!r}")
+
+
+def _model_change(model: list[str], archive: list[str], step: Step) -> None:
+    """What :func:`_change` does, on lists of texts."""
+    op, *args = step
+    if op == "set":
+        model[:] = args[0]
+    elif op == "add":
+        model.append(args[0])
+    elif op == "insert":
+        model.insert(args[0], args[1])
+    elif op == "delete_last":
+        del model[-1:]
+    elif op == "delete_at":
+        del model[args[0]]
+    elif op == "delete_all":
+        model.clear()
+    elif op == "edit":
+        archive.extend(model[: args[0]])
+        model[: args[0]] = args[1]
+
+
+def _check_reads_between_changes(reader: ChatStore, write: Callable[[Step], None]) -> None:
+    """Read ``reader``'s conversation and archive after each group of :data:`_CHANGES`,
+    which ``write`` makes (through another store, process, or the reader itself), and
+    compare with what they must hold; every third read is async."""
+    model: list[str] = []
+    archive: list[str] = []
+    for number, group in enumerate(_CHANGES):
+        for step in group:
+            write(step)
+            _model_change(model, archive, step)
+        if number % 3 == 2:
+            got = _run(lambda: reader.aget_messages(_KEY))
+        else:
+            got = reader.get_messages(_KEY)
+        assert [m.content for m in got] == model, f"after group {number}: {group}"
+        assert _texts(reader, _ARCHIVE) == archive, f"archive after group {number}"
+
+
+def _write_in_child(store: ChatStore, conn: Any) -> None:
+    """Body of the writer process of the read tests: apply each step it receives (``None``
+    ends), answering ``None`` when done or the error's text."""
+    while (step := conn.recv()) is not None:
+        try:
+            _change(store, step)
+        except BaseException as exc:  # reported to the parent, which fails the test
+            conn.send(repr(exc))
+        else:
+            conn.send(None)
+    close = getattr(store, "close", None)
+    if callable(close):
+        close()
 
 
 def _append_in_child(store: ChatStore, worker: int, count: int, barrier: Any) -> None:
@@ -679,6 +789,68 @@ class ChatStoreContract:
 
         assert _run(main) == [[], None, None, None, []]
 
+    # reads between changes (read caches) -------------------------------------------------
+
+    def writer_for(self, reader: ChatStore, make_store: MakeStore, **options: Any) -> ChatStore:
+        """The store another writer of ``reader``'s data uses: ``reader`` itself here (a
+        process-local store's data is its own); another store on the same data in
+        :class:`SharedChatStoreContract`."""
+        return reader
+
+    def test_reads_see_every_change_made_between_them(self, make_store: MakeStore) -> None:
+        reader = make_store()
+        writer = self.writer_for(reader, make_store)
+        _check_reads_between_changes(reader, lambda step: _change(writer, step))
+
+    def test_reads_after_expiry_see_the_new_conversation(self, make_store: MakeStore) -> None:
+        reader = make_store(ttl=1)
+        writer = self.writer_for(reader, make_store, ttl=1)
+        started = time.monotonic()
+        writer.add_message("other", _msg("o"))  # the writer's opportunistic purge runs now
+        time.sleep(0.3)
+        writer.set_messages("k", _msgs("a", "b", "c"))
+        assert _texts(reader, "k") == ["a", "b", "c"]
+        time.sleep(max(0.0, started + 1.05 - time.monotonic()))
+        writer.add_message("other", _msg("o"))  # purges again, while "k" is still live
+        time.sleep(max(0.0, started + 1.5 - time.monotonic()))
+        # "k" expired; written again, longer, before the reader looks (and before the
+        # writer's next purge: the write itself finds "k" expired)
+        for text in ("w", "x", "y", "z"):
+            writer.add_message("k", _msg(text))
+        assert _texts(reader, "k") == ["w", "x", "y", "z"]
+        time.sleep(1.3)  # expired, and seen expired by the reader
+        assert reader.get_messages("k") == []
+        for text in ("p", "q", "r", "s", "t"):
+            writer.add_message("k", _msg(text))
+        assert [m.content for m in _run(lambda: reader.aget_messages("k"))] == [*"pqrst"]
+        time.sleep(1.3)  # expired, purged, then written again
+        writer.purge_expired()  # (what it counts depends on the store: Redis expires too)
+        writer.set_messages("k", _msgs("1", "2", "3", "4", "5", "6"))
+        assert _texts(reader, "k") == ["1", "2", "3", "4", "5", "6"]
+
+    def test_returned_messages_are_the_callers_own(self, make_store: MakeStore) -> None:
+        store = make_store()
+        first = [_msg("a", tags=["x"]), _msg("b", MessageRole.ASSISTANT)]
+        store.set_messages("k", first)
+        expected = _dumps(first)
+
+        def spoil(messages: list[ChatMessage]) -> None:
+            messages[0].additional_kwargs["tags"].append("changed by caller")
+            messages[0].additional_kwargs["new"] = 1
+            messages[-1].blocks[0].text = "changed"  # type: ignore[union-attr]
+            messages[-1].role = MessageRole.SYSTEM
+            messages.append(_msg("added by caller"))
+            del messages[0]
+
+        for read in range(4):
+            got = store.get_messages("k") if read % 2 else _run(lambda: store.aget_messages("k"))
+            assert _dumps(got) == expected, f"read {read}"
+            spoil(got)
+            if read == 1:  # the next reads add to what was read before
+                store.add_message("k", _msg("c"))
+                expected = [*(expected or []), _msg("c").model_dump()]
+        assert _dumps(store.get_messages("k")) == expected
+
     # HistoryStore: the codec -------------------------------------------------------------------
 
     def test_is_a_history_store_that_keeps_its_codec_secret(self, make_store: MakeStore) -> None:
@@ -1019,6 +1191,34 @@ class ChatStoreContract:
 class SharedChatStoreContract(ChatStoreContract):
     """:class:`ChatStoreContract` plus the cross-process and reopening tests, for stores whose
     data is shared by every process that opens them (a SQLite file, PostgreSQL, Redis)."""
+
+    def writer_for(self, reader: ChatStore, make_store: MakeStore, **options: Any) -> ChatStore:
+        """Another store on ``reader``'s data (see :meth:`ChatStoreContract.writer_for`)."""
+        return make_store(**options)
+
+    def test_reads_see_every_change_another_process_makes(self, make_store: MakeStore) -> None:
+        reader = make_store()
+        ctx = multiprocessing.get_context("spawn")
+        ours, theirs = ctx.Pipe()
+        child = ctx.Process(target=_write_in_child, args=(make_store(), theirs))
+        child.start()
+
+        def write(step: Step) -> None:
+            ours.send(step)
+            if not ours.poll(120):
+                raise AssertionError(f"the writer process did not answer {step!r}")
+            error = ours.recv()
+            assert error is None, f"the writer process failed {step!r}: {error}"
+
+        try:
+            _check_reads_between_changes(reader, write)
+        finally:
+            ours.send(None)
+            child.join(timeout=120)
+            if child.is_alive():  # hung: end it, and fail below
+                child.kill()
+                child.join()
+        assert child.exitcode == 0
 
     def test_concurrent_appends_from_two_processes(self, store: ChatStore) -> None:
         count = 100

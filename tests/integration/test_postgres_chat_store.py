@@ -247,7 +247,11 @@ def test_schema_created_on_first_use_and_reused(schema: str) -> None:
     first.add_message("k", msg("a"))
     assert schema_exists(schema)
     tables = query("SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", schema)
-    assert tables == [("aof_chat_messages",), ("aof_schema_versions",)]
+    assert tables == [
+        ("aof_chat_messages",),
+        ("aof_chat_messages_epochs",),
+        ("aof_schema_versions",),
+    ]
     versions = f'SELECT table_name, version FROM "{schema}".aof_schema_versions'
     assert query(versions) == [(TABLE, SCHEMA_VERSION)]
     indexes = query("SELECT indexdef FROM pg_indexes WHERE schemaname = %s", schema)
@@ -331,6 +335,7 @@ def test_version_1_table_is_migrated(schema: str) -> None:
         assert texts(store, "user-1/a") == ["first", "second"]
     assert query(f'SELECT version FROM "{schema}".aof_schema_versions') == [(SCHEMA_VERSION,)]
     assert any('(key COLLATE "C", created_at)' in d for d in index_definitions(schema))
+    assert query(f'SELECT key FROM "{schema}"."{TABLE}_epochs"') == []  # version 3's table
     codec = MessageCodec("gzip", threshold=0)
     with make_store(schema, ttl=30, codec=codec) as store:
         assert store.get_keys() == ["user-2/b"]  # user-1/a: last written 50 s ago

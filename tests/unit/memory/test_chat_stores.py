@@ -292,10 +292,12 @@ def test_schema_version_is_recorded(tmp_path: Path) -> None:
     with SQLiteChatStore(path=path) as store:
         store.get_keys()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     columns = [row[1] for row in conn.execute("PRAGMA table_info(aof_chat_messages)")]
     assert columns == ["id", "key", "position", "message", "created_at"]
     assert ["key", "created_at"] in indexes(conn).values()
+    epochs = [row[1] for row in conn.execute("PRAGMA table_info(aof_chat_messages_epochs)")]
+    assert epochs == ["key", "epoch"]
     conn.close()
 
 
@@ -323,8 +325,9 @@ def test_version_1_table_is_migrated(tmp_path: Path) -> None:
         store.edit_head("user-2/b", lambda ms: HeadEdit(1, [msg("summary " * 100)]))
         assert texts(store, "user-2/b") == ["summary " * 100]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     assert ["key", "created_at"] in indexes(conn).values()
+    assert conn.execute("SELECT key FROM aof_chat_messages_epochs").fetchall() == [("user-2/b",)]
     conn.close()
 
 
@@ -339,6 +342,7 @@ def test_every_table_of_a_file_gets_its_index(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     for table in ("first", "second"):
         assert ["key", "created_at"] in indexes(conn, table).values(), table
+        assert conn.execute(f"SELECT COUNT(*) FROM {table}_epochs").fetchone() == (0,)
     conn.close()
 
 
