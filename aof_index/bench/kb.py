@@ -59,6 +59,8 @@ class KbBenchConfig:
     """Folder of Markdown documents."""
     baseline: bool = True
     """Also time plain LlamaIndex and the raw model (the slow part of the run)."""
+    sync: bool = True
+    """Run the full-sync part (``False``: only the kill runs)."""
     kills: int = 20
     kill_files: int = 20
     seed: int = 7
@@ -294,9 +296,11 @@ def run_kb_bench(
 
     with tempfile.TemporaryDirectory(prefix="aof-bench-kb-") as tmp:
         work = Path(tmp)
-        result = _full_sync(config, work, say)
+        result = _full_sync(config, work, say) if config.sync else {}
         if config.kills:
             result["kill"] = _kills(config, work, say)
+    if "ours" not in result:
+        return result
     ours, ceiling = result["ours"], result.get("ceiling")
     ours["chunks_per_s"] = ours["chunks"] / ours["seconds"]
     if ceiling:

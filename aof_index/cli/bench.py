@@ -320,6 +320,9 @@ def kb(
             help="Also time plain LlamaIndex and the model alone (the ceiling).",
         ),
     ] = True,
+    sync: Annotated[
+        bool, typer.Option("--sync/--no-sync", help="Run the full-sync part (else kills only).")
+    ] = True,
     kills: Annotated[int, typer.Option("--kills", min=0, help="kill -9 runs (0: skip them).")] = 20,
     kill_files: Annotated[
         int, typer.Option("--kill-files", min=1, help="Documents synced in each kill run.")
@@ -343,6 +346,7 @@ def kb(
     config = KbBenchConfig(
         corpus=corpus,
         baseline=baseline,
+        sync=sync,
         kills=kills,
         kill_files=kill_files,
         parallelism=parallelism,
@@ -369,14 +373,15 @@ def kb(
         ("LlamaIndex, 256-token chunks", "llamaindex_256"),
     )
     for label, key in runs:
-        if key in result:
+        if key in result and "chunks_per_s" in result[key]:
             row = result[key]
             table.add_row(
                 label, str(row["chunks"]), f"{row['seconds']:.1f}", f"{row['chunks_per_s']:.1f}"
             )
     console.print(table)
     for key in ("no_change", "one_edit", "one_delete"):
-        console.print(f"{key}: {json.dumps(result[key])}")
+        if key in result:
+            console.print(f"{key}: {json.dumps(result[key])}")
     if "kill" in result:
         kill = result["kill"]
         console.print(

@@ -803,7 +803,7 @@ def open_sync(
     memory_file: Path | None = None
     if memory is not None and not isinstance(memory, MemoryComponents):
         memory_file = Path(memory).resolve()
-        memory = build_memory(memory_file)
+        memory = build_memory(memory_file, home=home)
     pipeline = build_knowledge_base(path, name=name, memory=memory, home=home)
     base_dir = path if path.is_dir() else path.parent
     kb = KnowledgeBaseSync(pipeline, base_dir=base_dir, home=home, dispatcher=dispatcher)
