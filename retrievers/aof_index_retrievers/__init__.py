@@ -1,4 +1,5 @@
-"""LlamaIndex retrievers for aof-index: a BM25 keyword index, rank fusion, hybrid retrieval.
+"""LlamaIndex retrievers for aof-index: a BM25 keyword index, rank fusion, hybrid retrieval,
+query enhancement (HyDE, decomposition, expansion, multi-query) with any LlamaIndex LLM.
 
 Plain LlamaIndex components, usable in any LlamaIndex application; they depend on
 llama-index-core, bm25s, PyStemmer and numpy only.
@@ -34,18 +35,35 @@ from aof_index_retrievers.fusion import (
     max_fusion,
     reciprocal_rank_fusion,
 )
-from aof_index_retrievers.hybrid import HybridRetriever
+from aof_index_retrievers.hybrid import TUNED_HYBRID, HybridRetriever
 from aof_index_retrievers.keyword import BM25Index, BM25Retriever
+from aof_index_retrievers.query_enhancement import (
+    MANIFEST_METHODS,
+    EnhancementMethod,
+    QueryEnhancementEvent,
+    QueryEnhancementTrace,
+    QueryEnhancingRetriever,
+    parse_list,
+    parse_terms,
+)
 
 __all__ = [
+    "MANIFEST_METHODS",
+    "TUNED_HYBRID",
     "BM25Index",
     "BM25Retriever",
+    "EnhancementMethod",
     "FusionMethod",
     "HybridRetriever",
     "Normalization",
+    "QueryEnhancementEvent",
+    "QueryEnhancementTrace",
+    "QueryEnhancingRetriever",
     "fuse",
     "linear_fusion",
     "matches",
     "max_fusion",
+    "parse_list",
+    "parse_terms",
     "reciprocal_rank_fusion",
 ]

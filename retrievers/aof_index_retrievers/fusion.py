@@ -26,10 +26,22 @@ Score normalisation for ``linear`` and ``maximal`` (per list, over the scores in
 * ``"zscore"``: ``(s - mean) / std`` (population standard deviation). A list of one node or
   of equal scores gives every node in it 0.0. A node absent from the list counts the list's
   lowest z-score.
+* ``"dbsf"``: distribution-based score fusion (as Qdrant's ``dbsf``): the interval
+  ``mean ± 3·std`` (population standard deviation) is mapped onto [0, 1],
+  ``(s - (mean - 3·std)) / (6·std)``, without clipping, so a score far out in a tail can
+  leave [0, 1] slightly. A list of one node or of equal scores gives every node in it 0.5.
+  A node absent from the list counts 0.0 (the lower edge, ``mean - 3·std``).
 * ``"none"``: raw scores. A node absent from the list counts the list's lowest score.
 
 The absent-node values apply to ``linear`` only; ``maximal`` takes the maximum over the
 lists that hold the node.
+
+Score scales (what a threshold on the fused score compares), for weights that sum to 1:
+``linear``/``maximal`` with ``"minmax"`` or ``"dbsf"`` give (about) [0, 1], 1 meaning the
+best candidate of every list; ``"zscore"`` gives standard deviations above the candidates'
+mean (about -3 … 3, 0 = average candidate); ``rrf`` gives ``Σ w_i / (k + rank_i)``, at most
+``1 / (k + 1)`` (0.0164 for k = 60). Every scale is relative to the candidate lists of one
+query: it ranks, it does not say how relevant a node is in absolute terms.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ __all__ = [
 ]
 
 FusionMethod = Literal["rrf", "linear", "maximal"]
-Normalization = Literal["minmax", "zscore", "none"]
+Normalization = Literal["minmax", "zscore", "dbsf", "none"]
 
 _FUSION_METHODS: tuple[str, ...] = get_args(FusionMethod)
 _NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
@@ -230,5 +242,12 @@ def _normalise(scores: Sequence[float], normalization: str) -> tuple[list[float]
             return [0.0] * len(scores), 0.0
         z = [(s - mean) / std for s in scores]
         return z, min(z)
+    if normalization == "dbsf":
+        mean = math.fsum(scores) / len(scores)
+        std = math.sqrt(math.fsum((s - mean) ** 2 for s in scores) / len(scores))
+        if std <= 0:
+            return [0.5] * len(scores), 0.0
+        low = mean - 3 * std
+        return [(s - low) / (6 * std) for s in scores], 0.0
     _check_normalization(normalization)
     return list(scores), min(scores)

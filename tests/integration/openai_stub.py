@@ -1,5 +1,6 @@
 """A local HTTP server speaking OpenAI's chat-completions and embeddings APIs and Cohere's
-v2 embed API, standing in for the hosted services (which cannot be reached from tests).
+v2 embed and rerank APIs, standing in for the hosted services (which cannot be reached
+from tests).
 It records requests, answers chats with a fixed text (or a text chosen per request by
 ``reply_for``), can stall (to exercise timeouts) or fail chats with an HTTP error
 (``status``), and embeds text by hashing its words into a fixed-size vector, so lexically
@@ -57,6 +58,9 @@ class OpenAIStub:
                     return
                 if self.path.endswith("/v2/embed"):
                     self._send(_cohere_embed(body))
+                    return
+                if self.path.endswith("/v2/rerank"):
+                    self._send(*_cohere_rerank(body))
                     return
                 time.sleep(stub.delay_s)
                 if stub.status != 200:
@@ -149,3 +153,24 @@ def _cohere_embed(body: dict[str, Any]) -> dict[str, Any]:
         "texts": texts,
         "meta": {"api_version": {"version": "2"}},
     }
+
+
+def _cohere_rerank(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Cohere's documented ``POST /v2/rerank``: ``model``, ``query``, ``documents`` (strings)
+    and optional ``top_n`` in; ``results`` (``index``, ``relevance_score``), best first, out.
+    The relevance is the cosine of the hashed word vectors, so shared words rank higher."""
+    missing = [k for k in ("model", "query", "documents") if k not in body]
+    if missing:
+        return {"message": f"missing required field(s): {', '.join(missing)}"}, 400
+    query = hashed_vector(str(body["query"]))
+    scores = [
+        sum(a * b for a, b in zip(query, hashed_vector(str(doc)), strict=True))
+        for doc in body["documents"]
+    ]
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    top_n = body.get("top_n")
+    if top_n is not None:
+        order = order[: int(top_n)]
+    results = [{"index": i, "relevance_score": scores[i]} for i in order]
+    meta = {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}}
+    return {"id": "rerank-stub", "results": results, "meta": meta}, 200

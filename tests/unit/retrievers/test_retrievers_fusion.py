@@ -93,6 +93,38 @@ def test_linear_zscore_hand_computed() -> None:
     )
 
 
+def test_linear_dbsf_hand_computed() -> None:
+    # Distribution-based: mean ± 3·std onto [0, 1]. Both lists have mean m and std sd with
+    # scores m + r·sd, m, m - r·sd (r = sqrt(1.5)), so they map to 0.5 ± r/6; missing = 0.
+    r = math.sqrt(1.5)
+    hi, mid, lo = 0.5 + r / 6, 0.5, 0.5 - r / 6
+    out = linear_fusion([L1, L2], weights=[0.7, 0.3], normalization="dbsf")
+    assert ids(out) == ["a", "c", "b", "d"]
+    assert scores(out) == pytest.approx(
+        {"a": 0.7 * hi + 0.3 * lo, "b": 0.7 * mid, "c": 0.7 * lo + 0.3 * hi, "d": 0.3 * mid}
+    )
+    # Not z-score in disguise: a missing node counts the lower edge (0), not the list's min.
+    zscore = linear_fusion([L1, L2], weights=[0.7, 0.3], normalization="zscore")
+    assert ids(zscore) != ids(out)
+
+
+def test_dbsf_maps_three_sigma_to_unit_interval_and_handles_degenerate_lists() -> None:
+    scores_ = [float(s) for s in range(1, 101)]
+    out = linear_fusion(
+        [ranked(*((f"n{i}", s) for i, s in enumerate(scores_)))], normalization="dbsf"
+    )
+    values = sorted(r.score or 0.0 for r in out)
+    assert 0.0 < values[0] < 0.3 and 0.7 < values[-1] < 1.0
+    assert values[49] == pytest.approx(0.5 - 0.5 / (6 * math.sqrt((100**2 - 1) / 12)))
+    single = ranked(("a", 3.0))
+    equal = ranked(("b", 2.0), ("c", 2.0))
+    assert scores(linear_fusion([single, equal], normalization="dbsf")) == {
+        "a": 0.5 + 0.0,
+        "b": 0.0 + 0.5,
+        "c": 0.0 + 0.5,
+    }
+
+
 def test_linear_none_uses_raw_scores_and_list_minimum_for_missing() -> None:
     out = linear_fusion([L1, L2], weights=[1, 1], normalization="none")
     assert scores(out) == pytest.approx(
