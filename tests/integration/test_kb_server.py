@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from kb_corpus import git
 from typer.testing import CliRunner
 
 from aof_index.cli.main import app as cli
@@ -37,17 +37,6 @@ from aof_index.server.serve import build_schedulers, build_webhooks, open_knowle
 pytestmark = pytest.mark.slow
 
 SECRET = "s3cret-for-tests"
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.com",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.com",
-}
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(repo), *args], check=True, env=GIT_ENV, capture_output=True)
 
 
 def free_port() -> int:
