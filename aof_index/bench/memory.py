@@ -597,19 +597,26 @@ class BenchResult:
     baseline: StoreFigures | None
     date: str
     machine: dict[str, Any]
+    ceiling: StoreFigures | None = None
+    """The workload on aof-index's in-memory store (no I/O; each read still hands out new
+    ``ChatMessage`` objects, as every store must): what the harness and Python cost."""
 
     @property
     def baseline_ratio(self) -> float | None:
         """Our throughput over LlamaIndex's (``None`` without a baseline)."""
-        if self.baseline is None or self.baseline.throughput_ops_s <= 0:
-            return None
-        return self.ours.throughput_ops_s / self.baseline.throughput_ops_s
+        return _ratio(self.ours, self.baseline)
+
+    @property
+    def ceiling_ratio(self) -> float | None:
+        """The in-memory store's throughput over LlamaIndex's: the highest
+        ``baseline_ratio`` a store of this backend could reach in this run."""
+        return None if self.ceiling is None else _ratio(self.ceiling, self.baseline)
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` object: settings, ``ours``, ``baseline``, ``baseline_ratio``, and
         ours' headline figures at the top level."""
         c = self.config
-        ratio = self.baseline_ratio
+        ratio, ceiling = self.baseline_ratio, self.ceiling_ratio
         return {
             "backend": c.backend,
             "where": self.where,
@@ -629,11 +636,19 @@ class BenchResult:
             "lost": self.ours.verification.lost,
             "reordered": self.ours.verification.reordered,
             "baseline_ratio": None if ratio is None else round(ratio, 2),
+            "ceiling_ratio": None if ceiling is None else round(ceiling, 2),
             "ours": self.ours.as_json(),
             "baseline": None if self.baseline is None else self.baseline.as_json(),
+            "ceiling": None if self.ceiling is None else self.ceiling.as_json(),
             "date": self.date,
             "machine": self.machine,
         }
+
+
+def _ratio(figures: StoreFigures, baseline: StoreFigures | None) -> float | None:
+    if baseline is None or baseline.throughput_ops_s <= 0:
+        return None
+    return figures.throughput_ops_s / baseline.throughput_ops_s
 
 
 # --------------------------------------------------------------------------------------------
@@ -905,6 +920,18 @@ def _target(config: BenchConfig) -> _Target:
 # The run.
 
 
+async def _open_in_memory(pool: int) -> _Opened:
+    """aof-index's in-memory store, for the ceiling: the workload without any I/O."""
+    from aof_index.memory import InMemoryChatStore
+
+    store = InMemoryChatStore()
+
+    async def aclose() -> None:
+        return None
+
+    return _Opened(store, _qualified_name(store), "", aclose)
+
+
 def _phase(
     open_store: Callable[[int], Awaitable[_Opened]],
     config: BenchConfig,
@@ -961,9 +988,9 @@ def _stage(progress: Progress, label: str) -> Callable[[int, int], None]:
 
 
 def run_memory_bench(config: BenchConfig, progress: Progress | None = None) -> BenchResult:
-    """Run the workload on our store, then on LlamaIndex's (unless ``config.baseline`` is
-    off), and remove what the run created.  ``progress(stage, done, total)`` is called a few
-    times a second.
+    """Run the workload on our store, then on LlamaIndex's and on the in-memory store
+    (the ceiling; both unless ``config.baseline`` is off), and remove what the run
+    created.  ``progress(stage, done, total)`` is called a few times a second.
 
     Raises :class:`~aof_index.errors.BackendUnavailableError` when the backend cannot be
     reached or a package is missing (naming the extra).
@@ -975,6 +1002,11 @@ def run_memory_bench(config: BenchConfig, progress: Progress | None = None) -> B
         ours = _phase(target.open_ours, config, "aof-index", target.where, progress)
         baseline = (
             _phase(target.open_baseline, config, "llama-index", target.where, progress)
+            if config.baseline
+            else None
+        )
+        ceiling = (
+            _phase(_open_in_memory, config, "in-memory", "this process", progress)
             if config.baseline
             else None
         )
@@ -995,6 +1027,7 @@ def run_memory_bench(config: BenchConfig, progress: Progress | None = None) -> B
         where=target.where,
         ours=ours,
         baseline=baseline,
+        ceiling=ceiling,
         date=datetime.now(UTC).strftime("%Y-%m-%d"),
         machine={
             "platform": platform.platform(),

@@ -208,6 +208,9 @@ def _print_table(result: BenchResult) -> None:
     ]
     if ratio is not None:
         verdicts.append(f"throughput {ratio:.2f}x LlamaIndex's (target >= {RATIO_TARGET:g}x)")
+    ceiling = result.ceiling_ratio
+    if ceiling is not None:
+        verdicts.append(f"a store with no I/O: {ceiling:.2f}x (the ceiling of this run)")
     if c.backend == "redis":
         verdicts.append(f"p99 {ours.p99_ms:.2f} ms (target <= {REDIS_P99_TARGET_MS:g} ms)")
     console.print("; ".join(verdicts), highlight=False)

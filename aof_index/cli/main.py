@@ -11,6 +11,7 @@ from aof_index.cli.bench import bench_app
 from aof_index.cli.chat import chat
 from aof_index.cli.chunk import chunk
 from aof_index.cli.demo import demo
+from aof_index.cli.embeddings import embeddings_app
 from aof_index.cli.eval import eval_app
 from aof_index.cli.ingest import ingest
 from aof_index.cli.init import init
@@ -57,3 +58,4 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(memory_app, name="memory")
 app.add_typer(sources_app, name="sources")
 app.add_typer(kb_app, name="kb")
+app.add_typer(embeddings_app, name="embeddings")

@@ -32,19 +32,25 @@ waiting, after checking its expiry again.  Reads take no lock: each is one ``SEL
 in autocommit (its own transaction, one snapshot, TTL check included), one round trip.
 
 Round trips: a write runs in pipeline mode: ``BEGIN``, the lock and the statements whose
-rows the operation does not read (its inserts, updates and deletes) go out together and
-are answered at once, then ``COMMIT`` goes alone, so an append is two round trips.  Each
-statement still runs after the one before it on the server, so the lock is held before the
-``INSERT`` takes its snapshot and reads the last position (folding the lock into the
-``INSERT`` would not do: a statement's snapshot predates its own lock wait).  A statement
-whose rows the operation reads (a TTL check, positions to insert between) waits for them.
+rows the operation does not read (its inserts, updates and deletes) go out together.  An
+append sends its ``COMMIT`` with them too and is one round trip: it carries an id of its
+own (schema version 4, see :func:`~aof_index.memory.sql_ops.op_add`), so running it again
+never adds a second copy.  Any other write waits for those answers and then sends
+``COMMIT`` alone (two round trips), so that a failure before it is known to have committed
+nothing.  Each statement still runs after the one before it on the server, so the lock is
+held before the ``INSERT`` takes its snapshot and reads the last position (folding the lock
+into the ``INSERT`` would not do: a statement's snapshot predates its own lock wait).  A
+statement whose rows the operation reads (a TTL check, positions to insert between) waits
+for them.
 
 Dropped connections: pooled connections are not checked as they leave the pool (that was a
 round trip per call).  Instead, a call that finds its connection closed by the server (a
 restart, a failover, an idle timeout) checks the pool's idle connections, dropping the
-dead ones, and runs once more on a sound one; a write only when the failure came before its
-``COMMIT`` was sent (the server then rolled it back), since after that it may have
-committed.  A second failure, or a failure during ``COMMIT``, raises.
+dead ones, and runs once more on a sound one: a read, an append (the same append, with the
+same id: if the first run committed after all, the second adds nothing), and any other
+write only when the failure came before its ``COMMIT`` was sent (the server then rolled it
+back), since after that it may have committed.  A second failure, or a failure during the
+``COMMIT`` of a write other than an append, raises.
 
 Bounded waiting: connecting, waiting for a pooled connection, and each statement (a wait
 for a conversation's lock included: ``lock_timeout`` and ``statement_timeout`` are set on
@@ -108,7 +114,8 @@ SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-
 """libpq's ``sslmode`` values (the manifest allows disable, require, verify-ca, verify-full)."""
 
 # The layout version (sql_ops.SCHEMA_VERSION) is recorded in ``aof_schema_versions``;
-# 1: the messages table; 2: its ``(key COLLATE "C", created_at)`` index.
+# 1: the messages table; 2: its ``(key COLLATE "C", created_at)`` index; 3: the epochs
+# table; 4: the ``append_id`` column and its unique index.
 
 _DIALECT = Dialect(
     placeholder="%s",
@@ -136,6 +143,10 @@ _DIALECT = Dialect(
     read_version=(
         'SELECT version FROM "{schema}".aof_schema_versions'  # no row: 0
         " WHERE table_name = '{table}'"
+    ),
+    column_exists=(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = '{schema}'"
+        " AND table_name = '{table}' AND column_name = '{{column}}'"
     ),
     write_version=(
         'INSERT INTO "{schema}".aof_schema_versions (table_name, version)'
@@ -201,10 +212,17 @@ class _Stale(Exception):
 @dataclass
 class _Progress:
     """How far a write got: ``pending`` while statements sent wait for their answer; once
-    ``committing``, a failure may have committed the write."""
+    ``committing``, a failure may have committed the write, which only an ``idempotent``
+    operation (an append, see :func:`~aof_index.memory.sql_ops.op_add`) may run again."""
 
     pending: bool = False
     committing: bool = False
+    idempotent: bool = False
+
+    @property
+    def retryable(self) -> bool:
+        """Whether running the operation again after a dropped connection is safe."""
+        return self.idempotent or not self.committing
 
 
 def _one_statement(execute: Callable[[Stmt], T]) -> Callable[[Stmt], T]:
@@ -231,6 +249,7 @@ def _pexecute(
     conn: psycopg.Connection[Any], sql: Sql, stmt: Stmt, progress: _Progress
 ) -> list[Any]:
     cur = conn.cursor()  # one per statement: a cursor holds the result of its last one
+    progress.idempotent = progress.idempotent or stmt.idempotent
     if stmt.many:
         cur.executemany(stmt.sql, stmt.params)
     else:
@@ -246,6 +265,7 @@ async def _apexecute(
     conn: psycopg.AsyncConnection[Any], sql: Sql, stmt: Stmt, progress: _Progress
 ) -> list[Any]:
     cur = conn.cursor()
+    progress.idempotent = progress.idempotent or stmt.idempotent
     if stmt.many:
         await cur.executemany(stmt.sql, stmt.params)
     else:
@@ -272,7 +292,7 @@ def _drive_write(conn: psycopg.Connection[Any], sql: Sql, op: Op[T], progress: _
         with conn.pipeline() as pipeline:
             _pexecute(conn, sql, _BEGIN, progress)
             result = run_op(op, lambda stmt: _pexecute(conn, sql, stmt, progress))
-            if progress.pending:
+            if progress.pending and not progress.idempotent:
                 pipeline.sync()  # all but the COMMIT has run: a failure so far committed nothing
             progress.committing = True
             _pexecute(conn, sql, _COMMIT, progress)  # sent, and waited for, as the pipeline ends
@@ -291,7 +311,7 @@ async def _adrive_write(
         async with conn.pipeline() as pipeline:
             await _apexecute(conn, sql, _BEGIN, progress)
             result = await arun_op(op, lambda stmt: _apexecute(conn, sql, stmt, progress))
-            if progress.pending:
+            if progress.pending and not progress.idempotent:
                 await pipeline.sync()
             progress.committing = True
             await _apexecute(conn, sql, _COMMIT, progress)
@@ -558,7 +578,7 @@ class PostgresChatStore(SqlChatStore):
                     return _drive_write(conn, self._sql, make_op(), progress)
                 return _drive_read(conn, make_op())
             except psycopg.OperationalError as exc:
-                if last or progress.committing or not conn.closed:
+                if last or not progress.retryable or not conn.closed:
                     raise
                 raise _Stale from exc
 
@@ -615,7 +635,7 @@ class PostgresChatStore(SqlChatStore):
                     return await _adrive_write(conn, self._sql, make_op(), progress)
                 return await _adrive_read(conn, make_op())
             except psycopg.OperationalError as exc:
-                if last or progress.committing or not conn.closed:
+                if last or not progress.retryable or not conn.closed:
                     raise
                 raise _Stale from exc
 

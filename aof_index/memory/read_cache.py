@@ -64,6 +64,13 @@ DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes})
 _new = object.__new__
 _set = object.__setattr__
+# The slots every pydantic model has, set through their descriptors: what object.__setattr__
+# ends up calling, without looking each name up (expand runs once per message per read).
+_SLOTS = vars(BaseModel)
+_set_dict = _SLOTS["__dict__"].__set__
+_set_fields = _SLOTS["__pydantic_fields_set__"].__set__
+_set_extra = _SLOTS["__pydantic_extra__"].__set__
+_set_private = _SLOTS["__pydantic_private__"].__set__
 
 
 def new_epoch() -> int:
@@ -195,17 +202,30 @@ def expand(cached: Cached) -> ChatMessage:
     blocks = []
     for text, block_set in zip(texts, block_fields, strict=True):
         block = _new(TextBlock)
-        _set(block, "__dict__", {"block_type": "text", "text": text})
-        _set(block, "__pydantic_fields_set__", set(block_set.split(",")) if block_set else set())
-        _set(block, "__pydantic_extra__", None)
-        _set(block, "__pydantic_private__", None)
+        _set_dict(block, {"block_type": "text", "text": text})
+        _set_fields(block, set(_fields(block_set)))
+        _set_extra(block, None)
+        _set_private(block, None)
         blocks.append(block)
     message = _new(ChatMessage)
-    _set(message, "__dict__", {"role": _ROLES[role], "additional_kwargs": {}, "blocks": blocks})
-    _set(message, "__pydantic_fields_set__", set(fields))
-    _set(message, "__pydantic_extra__", None)
-    _set(message, "__pydantic_private__", None)
+    _set_dict(message, {"role": _ROLES[role], "additional_kwargs": {}, "blocks": blocks})
+    _set_fields(message, set(fields))
+    _set_extra(message, None)
+    _set_private(message, None)
     return message
+
+
+_BLOCK_FIELDS: dict[str, frozenset[str]] = {}
+
+
+def _fields(joined: str) -> frozenset[str]:
+    """The field names that ``compact`` joined by commas (a handful of distinct values)."""
+    found = _BLOCK_FIELDS.get(joined)
+    if found is None:
+        found = frozenset(joined.split(",")) if joined else frozenset()
+        if len(_BLOCK_FIELDS) < 64:
+            _BLOCK_FIELDS[joined] = found
+    return found
 
 
 @dataclass(frozen=True)

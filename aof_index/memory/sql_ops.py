@@ -29,6 +29,13 @@ or purge after a TTL expiry) and created by an append when missing; an append ke
 rows when the epoch is not the given one) in one statement, so the read cache
 (:mod:`aof_index.memory.read_cache`) decodes only what was appended since its last read.
 
+Append ids (schema version 4): every append stores a random id of its own in the
+``append_id`` column, which a unique index covers (rows written otherwise leave it NULL),
+and inserts with ``ON CONFLICT (append_id) DO NOTHING``.  Running the same append twice
+therefore adds one row, which lets a store send an append's ``COMMIT`` with its other
+statements (one round trip) and still retry it after a dropped connection left unknown
+whether it committed (see :func:`op_add` and :attr:`Stmt.idempotent`).
+
 Key listing: ``get_keys(prefix)`` reads the index range ``prefix <= key < prefix_end(prefix)``
 (:func:`prefix_end`: the least string above every key with that prefix, in code-point order,
 which is how SQLite compares text and how PostgreSQL does under ``COLLATE "C"``).
@@ -52,6 +59,8 @@ set the operations use.  :class:`SqlChatStore` implements the ``BaseChatStore`` 
 from __future__ import annotations
 
 __all__ = [
+    "APPEND_ID_COLUMN",
+    "APPEND_ID_INDEX",
     "EPOCHS_TABLE",
     "MIGRATIONS",
     "MIN_POSITION",
@@ -60,6 +69,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "WRITTEN_INDEX",
     "Dialect",
+    "Migration",
     "Op",
     "OpContext",
     "Read",
@@ -68,6 +78,7 @@ __all__ = [
     "Stmt",
     "arun_op",
     "check_identifier",
+    "new_append_id",
     "op_add",
     "op_delete_at",
     "op_delete_key",
@@ -86,6 +97,7 @@ __all__ = [
 
 import hashlib
 import re
+import secrets
 import time
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
@@ -125,10 +137,27 @@ EPOCHS_TABLE = "CREATE TABLE IF NOT EXISTS {epochs} (key TEXT PRIMARY KEY, epoch
 """The epochs table of schema version 3 (one row per conversation, see
 :mod:`aof_index.memory.read_cache`), as a migration template."""
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {2: (WRITTEN_INDEX,), 3: (EPOCHS_TABLE,)}
-"""Statements bringing an existing table from version N-1 to N, keyed by N (``{table}``,
-``{index}``, ``{key}`` and ``{epochs}`` as :func:`op_schema` says), the same in every
-dialect.  Version 1 is the CREATE TABLE itself, which always creates the newest layout."""
+APPEND_ID_COLUMN = ("{append_id_exists}", "ALTER TABLE {table} ADD COLUMN append_id TEXT")
+"""The ``append_id`` column of schema version 4, as a migration step: (query, statement),
+the statement running only when the query finds no such column."""
+
+APPEND_ID_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS {append_index} ON {table} (append_id)"
+"""The unique index on ``append_id`` of schema version 4 (NULLs, the rows no append wrote,
+are distinct from each other in both databases), as a migration template."""
+
+Migration = str | tuple[str, str]
+"""A migration step: a statement, or (query, statement) where the statement runs only when
+the query returns no row."""
+
+MIGRATIONS: dict[int, tuple[Migration, ...]] = {
+    2: (WRITTEN_INDEX,),
+    3: (EPOCHS_TABLE,),
+    4: (APPEND_ID_COLUMN, APPEND_ID_INDEX),
+}
+"""Steps bringing an existing table from version N-1 to N, keyed by N (``{table}``,
+``{index}``, ``{key}``, ``{epochs}``, ``{append_index}`` and ``{append_id_exists}`` as
+:func:`op_schema` says), the same in every dialect.  Version 1 is the CREATE TABLE itself,
+which always creates the newest layout."""
 
 MIN_POSITION = -(1 << 63)
 """The least ``position`` (BIGINT): a read from it reads the whole conversation."""
@@ -188,6 +217,11 @@ class Stmt:
     sql: str
     params: Sequence[Any] | Iterable[Sequence[Any]] = ()
     many: bool = False
+    idempotent: bool = False
+    """The operation yielding this may run again from the start even after it committed,
+    with the same effect (an append carrying its id): a driver may then retry it after a
+    failure whose outcome it cannot know, and need not wait for its statements' answers
+    before sending ``COMMIT``."""
 
 
 Op = Generator[Stmt, list[Any], T]
@@ -232,6 +266,9 @@ class Dialect:
     """Query returning a row when the messages table exists."""
     read_version: str
     """Query returning the recorded schema version in its first column (no row: 0)."""
+    column_exists: str
+    """Query returning a row when the messages table has the column named ``{{column}}``
+    (written with double braces, which :func:`sql_for` fills in)."""
     write_version: str
     """Statement recording the version: written with ``{{version}}``, which :func:`sql_for`
     leaves as ``{version}`` for :func:`op_schema` to fill in."""
@@ -256,6 +293,8 @@ class Sql:
     read_version: str
     write_version: str
     indexes_every_open: bool
+    append_index: str
+    append_id_exists: str
     create: str
     indexes: tuple[str, ...]
     """Statements creating what goes with the table (indexes, the epochs table), each
@@ -299,6 +338,7 @@ def sql_for(dialect: Dialect, table: str, schema: str = "") -> Sql:
 
     t = dialect.table.format(**names)
     index = f'"{_index_name(table)}"'
+    append_index = f'"{_index_name(table, "_append_idx")}"'
     epochs = dialect.table.format(schema=schema, table=_index_name(table, "_epochs"))
     k = f"key{dialect.key_collation}"  # key as listing and the (key, created_at) index see it
     return Sql(
@@ -313,6 +353,8 @@ def sql_for(dialect: Dialect, table: str, schema: str = "") -> Sql:
         read_version=fill(dialect.read_version),
         write_version=fill(dialect.write_version),
         indexes_every_open=dialect.indexes_every_open,
+        append_index=append_index,
+        append_id_exists=fill(dialect.column_exists).format(column="append_id"),
         create=fill(
             f"CREATE TABLE IF NOT EXISTS {t} ("
             f" {dialect.id_column},"
@@ -320,11 +362,13 @@ def sql_for(dialect: Dialect, table: str, schema: str = "") -> Sql:
             f" position {dialect.integer} NOT NULL,"
             " message TEXT NOT NULL,"
             f" created_at {dialect.real} NOT NULL,"
+            " append_id TEXT,"
             " UNIQUE (key, position))"
         ),
         indexes=(
             WRITTEN_INDEX.format(index=index, table=t, key=k),
             EPOCHS_TABLE.format(epochs=epochs),
+            APPEND_ID_INDEX.format(append_index=append_index, table=t),
         ),
         epochs=epochs,
         select_rows=fill(f"SELECT message, created_at FROM {t} WHERE key = ? ORDER BY position"),
@@ -351,10 +395,12 @@ def sql_for(dialect: Dialect, table: str, schema: str = "") -> Sql:
         last_position=fill(f"SELECT MAX(position) FROM {t} WHERE key = ?"),
         count=fill(f"SELECT COUNT(*) FROM {t} WHERE key = ?"),
         insert=fill(f"INSERT INTO {t} (key, position, message, created_at) VALUES (?, ?, ?, ?)"),
+        # An append carries its id: run again after a lost reply, it adds nothing when the
+        # first run committed (see op_add).
         append=fill(
-            f"INSERT INTO {t} (key, position, message, created_at)"
-            f" SELECT ?, COALESCE(MAX(position), {-POSITION_GAP}) + {POSITION_GAP}, ?, ?"
-            f" FROM {t} WHERE key = ?"
+            f"INSERT INTO {t} (key, position, message, created_at, append_id)"
+            f" SELECT ?, COALESCE(MAX(position), {-POSITION_GAP}) + {POSITION_GAP}, ?, ?, ?"
+            f" FROM {t} WHERE key = ? ON CONFLICT (append_id) DO NOTHING"
         ),
         touch=fill(
             f"UPDATE {t} SET created_at = ? WHERE key = ?"
@@ -447,15 +493,27 @@ def _head_positions(freed: Sequence[int], first_kept: int | None, count: int) ->
 # Operations.
 
 
-def op_schema(sql: Sql, version: int, migrations: Mapping[int, Sequence[str]]) -> Op[int]:
+def op_schema(sql: Sql, version: int, migrations: Mapping[int, Sequence[Migration]]) -> Op[int]:
     """Create or migrate the table; returns the version found (newer ones are left alone).
 
-    ``migrations`` maps a version N to the statements bringing an existing table from N-1
-    to N; they may name ``{table}`` (quoted, qualified), ``{index}`` (the name of the
-    ``(key, created_at)`` index), ``{key}`` (``key`` with the dialect's collation) and
-    ``{epochs}`` (the epochs table, quoted, qualified).  A new table is created in the
-    newest layout, indexes and epochs table included.
+    ``migrations`` maps a version N to the steps bringing an existing table from N-1 to N
+    (a statement, or a (query, statement) pair whose statement runs only when the query
+    returns no row); they may name ``{table}`` (quoted, qualified), ``{index}`` (the name
+    of the ``(key, created_at)`` index), ``{key}`` (``key`` with the dialect's collation),
+    ``{epochs}`` (the epochs table, quoted, qualified), ``{append_index}`` (the name of the
+    ``append_id`` index) and ``{append_id_exists}`` (a query finding the ``append_id``
+    column).  A new table is created in the newest layout, indexes and epochs table
+    included.  Where indexes are ensured on every open (SQLite), so is the ``append_id``
+    column (a file records one version for all its tables).
     """
+    names = {
+        "table": sql.table,
+        "index": sql.index,
+        "key": sql.key,
+        "epochs": sql.epochs,
+        "append_index": sql.append_index,
+        "append_id_exists": sql.append_id_exists,
+    }
     if sql.schema_lock is not None:
         yield Stmt(sql.schema_lock)
     for query, statement in sql.ensure:
@@ -467,13 +525,10 @@ def op_schema(sql: Sql, version: int, migrations: Mapping[int, Sequence[str]]) -
         return found
     if (yield Stmt(sql.table_exists)):
         for step in range(found + 1, version + 1):
-            for statement in migrations.get(step, ()):
-                yield Stmt(
-                    statement.format(
-                        table=sql.table, index=sql.index, key=sql.key, epochs=sql.epochs
-                    )
-                )
+            for migration in migrations.get(step, ()):
+                yield from _migrate(migration, names)
         if sql.indexes_every_open:
+            yield from _migrate(APPEND_ID_COLUMN, names)
             for statement in sql.indexes:
                 yield Stmt(statement)
     else:
@@ -483,6 +538,15 @@ def op_schema(sql: Sql, version: int, migrations: Mapping[int, Sequence[str]]) -
     if found < version:
         yield Stmt(sql.write_version.format(version=version))
     return found
+
+
+def _migrate(step: Migration, names: Mapping[str, str]) -> Op[None]:
+    if isinstance(step, str):
+        yield Stmt(step.format(**names))
+        return
+    query, statement = (part.format(**names) for part in step)
+    if not (yield Stmt(query)):
+        yield Stmt(statement)
 
 
 def _lock(ctx: OpContext, *keys: str) -> Op[None]:
@@ -575,12 +639,33 @@ def op_set(ctx: OpContext, key: str, messages: Sequence[ChatMessage]) -> Op[None
         yield Stmt(ctx.sql.epoch_delete, (key,))
 
 
-def op_add(ctx: OpContext, key: str, message: ChatMessage, idx: int | None) -> Op[None]:
-    """Append ``message``, or insert it at ``idx`` like ``list.insert``."""
+def new_append_id() -> str:
+    """A fresh append id: 128 random bits (as 22 URL-safe characters), unique in practice
+    across every append anywhere."""
+    return secrets.token_urlsafe(16)
+
+
+def op_add(
+    ctx: OpContext,
+    key: str,
+    message: ChatMessage,
+    idx: int | None,
+    append_id: str | None = None,
+) -> Op[None]:
+    """Append ``message``, or insert it at ``idx`` like ``list.insert``.
+
+    An append stores ``append_id`` (default: a new one) with its row, under a unique index,
+    and adds nothing when a row already has it.  So the same append (same id) run again,
+    after a failure that left unknown whether it committed, never adds a second copy: the
+    operation is idempotent (:attr:`Stmt.idempotent`).  The caller draws the id once and
+    passes it to every attempt.  (Only a delete of that very row, or a renumbering of the
+    key by an insert, between the attempts could let the second one add it again.)
+    """
     sql, text, now = ctx.sql, ctx.codec.encode(message), time.time()
     yield from _begin(ctx, now, key)
     if idx is None:
-        yield Stmt(sql.append, (key, text, now, key))
+        append_id = append_id or new_append_id()
+        yield Stmt(sql.append, (key, text, now, append_id, key), idempotent=True)
         yield from _keep_epoch(ctx, key)
         return
     yield from _new_epoch(ctx, key)
@@ -819,7 +904,8 @@ class SqlChatStore(ClosableStore, CachedReads, HistoryChatStore):
 
     def add_message(self, key: str, message: ChatMessage, idx: int | None = None) -> None:
         """Append ``message`` to ``key``, or insert it at ``idx`` like ``list.insert``."""
-        self._write(lambda ctx: op_add(ctx, key, message, idx))
+        append_id = new_append_id()  # the same for every attempt
+        self._write(lambda ctx: op_add(ctx, key, message, idx, append_id))
 
     def delete_messages(self, key: str) -> list[ChatMessage] | None:
         """Delete every message of ``key``; returns them, or ``None`` for an unknown key."""
@@ -872,7 +958,8 @@ class SqlChatStore(ClosableStore, CachedReads, HistoryChatStore):
         self, key: str, message: ChatMessage, idx: int | None = None
     ) -> None:
         """Async :meth:`add_message` (LlamaIndex names it ``async_add_message``)."""
-        await self._awrite(lambda ctx: op_add(ctx, key, message, idx))
+        append_id = new_append_id()  # the same for every attempt
+        await self._awrite(lambda ctx: op_add(ctx, key, message, idx, append_id))
 
     async def adelete_messages(self, key: str) -> list[ChatMessage] | None:
         """Async :meth:`delete_messages`."""

@@ -84,12 +84,13 @@ _SQLITE_LOCKED = 6  # primary result code; shared-cache in-memory databases retu
 _MAX_RETRY_DELAY_S = 0.05
 
 # Migrations (sql_ops.MIGRATIONS) bring a table to sql_ops.SCHEMA_VERSION (1: the messages
-# table; 2: its (key, created_at) index), which is written to ``PRAGMA user_version``.
+# table; 2: its (key, created_at) index; 3: the epochs table; 4: the append_id column and its
+# unique index), which is written to ``PRAGMA user_version``.
 # user_version belongs to the whole file: when a file may hold several chat tables, a
 # migration has to be safe to run on a table that is already up to date (or find every chat
 # table in sqlite_master itself).  Indexes are also ensured on every open (the dialect's
-# indexes_every_open), so a second table of a file another table brought to version 2
-# gets its index too.
+# indexes_every_open), and so is the append_id column, so a second table of a file another
+# table brought to a newer version gets them too.
 
 _DIALECT = Dialect(
     placeholder="?",
@@ -104,6 +105,7 @@ _DIALECT = Dialect(
     ensure=(),
     table_exists="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{table}'",
     read_version="PRAGMA user_version",
+    column_exists="SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{{column}}'",
     write_version="PRAGMA user_version = {{version}}",
     indexes_every_open=True,
 )

@@ -107,7 +107,7 @@ def test_bench_reports_both_stores_and_cleans_up(backend: str, tmp_path: Path) -
     assert (report["conversations"], report["messages"], report["concurrency"]) == (20, 6, 4)
     assert report["pool_size"] == 4
     assert "slot" in report["latency"]
-    for side in ("ours", "baseline"):
+    for side in ("ours", "baseline", "ceiling"):
         assert report[side].keys() >= FIGURES, side
         # 20 conversations x (6 appends + 6 reads), every call answered.
         assert report[side]["ops"] == 240, report[side]
@@ -121,6 +121,9 @@ def test_bench_reports_both_stores_and_cleans_up(backend: str, tmp_path: Path) -
     assert (report["p50_ms"], report["p99_ms"]) == (ours["p50_ms"], ours["p99_ms"])
     expected_ratio = ours["throughput_ops_s"] / report["baseline"]["throughput_ops_s"]
     assert report["baseline_ratio"] == pytest.approx(expected_ratio, rel=0.01)
+    assert report["ceiling"]["implementation"] == "aof_index.memory.InMemoryChatStore"
+    ceiling = report["ceiling"]["throughput_ops_s"] / report["baseline"]["throughput_ops_s"]
+    assert report["ceiling_ratio"] == pytest.approx(ceiling, rel=0.01)
 
     # Nothing the run created is left behind.
     if backend == "redis":

@@ -32,7 +32,7 @@ from pydantic import SecretStr
 
 from aof_index import build_memory
 from aof_index.errors import BackendUnavailableError
-from aof_index.memory import PostgresChatStore
+from aof_index.memory import PostgresChatStore, sql_ops
 from aof_index.memory import postgres as postgres_module
 from aof_index.memory.codec import MessageCodec
 from aof_index.memory.edit import HeadEdit
@@ -336,6 +336,7 @@ def test_version_1_table_is_migrated(schema: str) -> None:
     assert query(f'SELECT version FROM "{schema}".aof_schema_versions') == [(SCHEMA_VERSION,)]
     assert any('(key COLLATE "C", created_at)' in d for d in index_definitions(schema))
     assert query(f'SELECT key FROM "{schema}"."{TABLE}_epochs"') == []  # version 3's table
+    assert any("UNIQUE INDEX" in d and "(append_id)" in d for d in index_definitions(schema))
     codec = MessageCodec("gzip", threshold=0)
     with make_store(schema, ttl=30, codec=codec) as store:
         assert store.get_keys() == ["user-2/b"]  # user-1/a: last written 50 s ago
@@ -357,7 +358,7 @@ def test_migration_hook_upgrades_an_existing_table(
         postgres_module,
         "MIGRATIONS",
         {
-            **postgres_module.MIGRATIONS,
+            **sql_ops.MIGRATIONS,
             newer: ("ALTER TABLE {table} ADD COLUMN expires_at DOUBLE PRECISION",),
         },
     )
@@ -377,6 +378,7 @@ def test_migration_hook_upgrades_an_existing_table(
         "position",
         "message",
         "created_at",
+        "append_id",
         "expires_at",
     ]
 
@@ -638,9 +640,89 @@ def test_every_pooled_connection_dropped_at_once_costs_no_failed_call(schema: st
     store.close()
 
 
+def test_version_3_table_gets_append_ids(schema: str) -> None:
+    with make_store(schema) as store:
+        store.add_message("k", msg("before"))
+    query(f'ALTER TABLE "{schema}"."{TABLE}" DROP COLUMN append_id')  # its index goes too
+    query(f'UPDATE "{schema}".aof_schema_versions SET version = 3')
+    with make_store(schema) as store:
+        store.add_message("k", msg("after"))
+        assert texts(store, "k") == ["before", "after"]
+    assert query(f'SELECT version FROM "{schema}".aof_schema_versions') == [(SCHEMA_VERSION,)]
+    assert any("UNIQUE INDEX" in d and "(append_id)" in d for d in index_definitions(schema))
+    ids = query(f'SELECT append_id FROM "{schema}"."{TABLE}" ORDER BY position')
+    assert ids[0] == (None,) and ids[1][0]  # written before version 4: no id
+
+
+def lose_the_reply_once(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the next write commit, then fail as if the connection dropped before its answer
+    came back (sync and async drivers alike); returns a log of the attempts."""
+    attempts: list[str] = []
+    real, areal = postgres_module._drive_write, postgres_module._adrive_write
+
+    lost = "server closed the connection unexpectedly"
+
+    def drive(conn: Any, sql: Any, op: Any, progress: Any) -> Any:
+        result = real(conn, sql, op, progress)
+        attempts.append("committed")
+        if len(attempts) == 1:
+            conn.close()
+            raise psycopg.OperationalError(lost)
+        return result
+
+    async def adrive(conn: Any, sql: Any, op: Any, progress: Any) -> Any:
+        result = await areal(conn, sql, op, progress)
+        attempts.append("committed")
+        if len(attempts) == 1:
+            await conn.close()
+            raise psycopg.OperationalError(lost)
+        return result
+
+    monkeypatch.setattr(postgres_module, "_drive_write", drive)
+    monkeypatch.setattr(postgres_module, "_adrive_write", adrive)
+    return attempts
+
+
+def test_append_whose_reply_was_lost_is_retried_without_a_duplicate(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(schema, max_connections=2)
+    store.add_message("k", msg("first"))
+    attempts = lose_the_reply_once(monkeypatch)
+    store.add_message("k", msg("second"))  # committed, reply lost, run again: no second copy
+    assert attempts == ["committed", "committed"]
+    assert stored_texts(schema, "k") == [msg(t).model_dump_json() for t in ("first", "second")]
+
+    async def main() -> list[str | None]:
+        attempts.clear()
+        await store.async_add_message("k", msg("third"))
+        assert attempts == ["committed", "committed"]
+        messages = await store.aget_messages("k")
+        await store.aclose()
+        return [m.content for m in messages]
+
+    assert asyncio.run(main()) == ["first", "second", "third"]
+    store.close()
+
+
+def test_other_write_whose_reply_was_lost_is_not_retried(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not idempotent: running it again could apply it twice, so the error goes to the caller.
+    store = make_store(schema, max_connections=2)
+    store.add_message("k", msg("first"))
+    attempts = lose_the_reply_once(monkeypatch)
+    with pytest.raises(BackendUnavailableError, match="server closed the connection"):
+        store.add_message("k", msg("inserted"), idx=0)
+    assert attempts == ["committed"]
+    assert texts(store, "k") == ["inserted", "first"]  # it had committed
+    store.close()
+
+
 def test_round_trips_per_call(schema: str, tmp_path: Path) -> None:
-    # A read is one statement in autocommit; an append sends BEGIN, the lock and the INSERT
-    # together, then COMMIT; no connection check on checkout.
+    # A read is one statement in autocommit; an append sends BEGIN, the lock, the INSERT and
+    # COMMIT together (it carries its id: safe to run again); another write sends COMMIT
+    # after the answers to the rest; no connection check on checkout.
     store = make_store(schema, max_connections=1)
     store.add_message("k", msg("a"))
     (conn,) = store._sync_pool()._pool  # the one idle connection
@@ -658,8 +740,10 @@ def test_round_trips_per_call(schema: str, tmp_path: Path) -> None:
 
     assert round_trips(lambda: store.get_messages("k")) == 1
     assert round_trips(lambda: store.get_keys()) == 1
-    assert round_trips(lambda: store.add_message("k", msg("b"))) == 2
+    assert round_trips(lambda: store.add_message("k", msg("b"))) == 1
     assert texts(store, "k") == ["a", "b"]
+    assert round_trips(lambda: store.set_messages("k", [msg("c")])) == 2
+    assert texts(store, "k") == ["c"]
     store.close()
 
 

