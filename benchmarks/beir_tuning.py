@@ -1,13 +1,16 @@
 """Tune hybrid retrieval on a BEIR training split, in numpy, from cached vectors.
 
     .venv/bin/python benchmarks/beir_tuning.py [DIR] [--split train] [--cache DIR] [--only NAMES]
+        [--memory MANIFEST]
 
 Reads the evaluation Memory that ``aof-index eval beir DIR`` ingests (the production
 chunker, embedding and stores; run that once first, with the same ``AOF_INDEX_HOME``), pulls
 every chunk's vector and text out of it once, embeds every query once, and keeps all of it
 in ``--cache`` (``.npy``/``.json``), so each experiment is a few seconds of numpy. Every
 experiment is scored on ``--split`` (default ``train``: the tuning split; never tune on
-``test``). A document scores by its best chunk, as in :func:`aof_index.eval.beir.evaluate`.
+``test``). ``--memory`` names the manifest whose evaluation Memory is read (e.g. one naming
+a fine-tuned model; give each model its own ``--cache``). A document scores by its best
+chunk, as in :func:`aof_index.eval.beir.evaluate`.
 
 This is an exploration harness: it re-implements the fusion arithmetic of
 ``aof_index_retrievers`` on dense arrays for speed. The figures reported in
@@ -52,7 +55,7 @@ class Corpus:
     qrels: dict[str, dict[str, int]]
 
 
-def load(folder: Path, split: str, cache: Path) -> Corpus:
+def load(folder: Path, split: str, cache: Path, memory: Path | None = None) -> Corpus:
     """Read (or build and cache) the chunk and query vectors of ``folder``."""
     dataset = load_beir(folder, split)
     all_queries = {
@@ -61,10 +64,10 @@ def load(folder: Path, split: str, cache: Path) -> Corpus:
     }
     cache.mkdir(parents=True, exist_ok=True)
     if not (cache / "chunks.json").exists():
-        memory = eval_memory(build_memory(), dataset)
-        collection: Any = memory.vector_store._collection  # type: ignore[attr-defined]
+        target = eval_memory(build_memory(memory), dataset)
+        collection: Any = target.vector_store._collection  # type: ignore[attr-defined]
         got = collection.get(include=["embeddings", "metadatas", "documents"])
-        index = memory.keyword_index
+        index = target.keyword_index
         texts = []
         for cid in got["ids"]:
             node = index.get(cid)
@@ -76,9 +79,10 @@ def load(folder: Path, split: str, cache: Path) -> Corpus:
         )
         np.save(cache / "vectors.npy", np.asarray(got["embeddings"], dtype=np.float32))
     if not (cache / "queries.json").exists():
-        memory = build_memory()
         ids = list(all_queries)
-        vecs = memory.embed_model.get_text_embedding_batch([all_queries[i] for i in ids])
+        vecs = build_memory(memory).embed_model.get_text_embedding_batch(
+            [all_queries[i] for i in ids]
+        )
         (cache / "queries.json").write_text(json.dumps(ids))
         np.save(cache / "query_vectors.npy", np.asarray(vecs, dtype=np.float32))
     meta = json.loads((cache / "chunks.json").read_text())
@@ -101,17 +105,32 @@ def load(folder: Path, split: str, cache: Path) -> Corpus:
 
 
 class Bm25:
-    """A bm25s model over the chunks as a sparse term × chunk matrix (the production index)."""
+    """A bm25s model over the chunks as a sparse term × chunk matrix (the production index).
 
-    def __init__(self, corpus: Corpus, k1: float = 1.5, b: float = 0.75) -> None:
-        from llama_index.core.schema import TextNode
+    ``window``: the production keyword window; a document's chunks are linked in the order
+    the evaluation Memory holds them (its ingestion order).
+    """
+
+    def __init__(self, corpus: Corpus, k1: float = 1.5, b: float = 0.75, window: int = 0) -> None:
+        from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
 
         from aof_index_retrievers import BM25Index
 
-        index = BM25Index(k1=k1, b=b)
-        index.add(
-            [TextNode(id_=c, text=t) for c, t in zip(corpus.chunk_ids, corpus.texts, strict=True)]
-        )
+        index = BM25Index(k1=k1, b=b, window=window)
+        nodes = [
+            TextNode(id_=c, text=t) for c, t in zip(corpus.chunk_ids, corpus.texts, strict=True)
+        ]
+        last: dict[int, TextNode] = {}
+        for node, doc in zip(nodes, corpus.chunk_doc.tolist(), strict=True):
+            node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=str(doc))
+            if doc in last:
+                before = last[doc]
+                before.relationships[NodeRelationship.NEXT] = RelatedNodeInfo(node_id=node.node_id)
+                node.relationships[NodeRelationship.PREVIOUS] = RelatedNodeInfo(
+                    node_id=before.node_id
+                )
+            last[doc] = node
+        index.add(nodes)
         index.build()
         snap = index._current_snapshot()
         assert snap.node_ids == corpus.chunk_ids
@@ -233,13 +252,14 @@ class Lab:
     def __init__(self, corpus: Corpus) -> None:
         self.c = corpus
         self.dense = corpus.query_vectors @ corpus.vectors.T
-        self._bm25: dict[tuple[float, float], tuple[Bm25, Array]] = {}
+        self._bm25: dict[tuple[float, float, int], tuple[Bm25, Array]] = {}
 
-    def bm25(self, k1: float = 1.5, b: float = 0.75) -> tuple[Bm25, Array]:
-        if (k1, b) not in self._bm25:
-            model = Bm25(self.c, k1, b)
-            self._bm25[(k1, b)] = (model, model.scores(model.query_weights(self.c.query_texts)))
-        return self._bm25[(k1, b)]
+    def bm25(self, k1: float = 1.5, b: float = 0.75, window: int = 0) -> tuple[Bm25, Array]:
+        key = (k1, b, window)
+        if key not in self._bm25:
+            model = Bm25(self.c, k1, b, window)
+            self._bm25[key] = (model, model.scores(model.query_weights(self.c.query_texts)))
+        return self._bm25[key]
 
     def fused(
         self,
@@ -397,10 +417,11 @@ def main() -> None:
     parser.add_argument("--split", default="train")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/aof-beir-tuning"))
     parser.add_argument("--only", default="")
+    parser.add_argument("--memory", type=Path, default=None)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
-    corpus = load(args.folder, args.split, args.cache / args.folder.name)
+    corpus = load(args.folder, args.split, args.cache / args.folder.name, args.memory)
     lab = Lab(corpus)
     print(
         f"# {args.folder.name} {args.split}: {len(corpus.query_ids)} queries, "
@@ -435,6 +456,15 @@ def main() -> None:
             for depth in (100, 500, 1000):
                 show(
                     f"{method} 0.5/0.5 d{depth}", lab.run(lab.dense, bm, method=method, depth=depth)
+                )
+    if want("window"):
+        for window in (0, 1, 2):
+            _, s = lab.bm25(window=window)
+            show(f"bm25 window={window}", lab.run(None, s, weights=(0, 1)))
+            for wd in (0.5, 0.6):
+                show(
+                    f"  hybrid zscore {wd}/{1 - wd:.1f} with bm25 window={window}",
+                    lab.run(lab.dense, s, weights=(wd, 1 - wd)),
                 )
     if want("agg"):
         show("zscore 0.5/0.5 agg max+0.1sum", lab.run(lab.dense, bm, agg="max+0.1sum"))

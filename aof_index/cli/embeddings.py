@@ -36,9 +36,18 @@ def finetune_command(
     split: Annotated[
         str, typer.Option(help="qrels split to train on with --beir ('test' is refused).")
     ] = "train",
+    hard_negatives: Annotated[
+        bool,
+        typer.Option(
+            help="With --beir: pair each query with a hard negative, one of BM25's 20 best "
+            "unjudged documents for it."
+        ),
+    ] = True,
     pairs: Annotated[
         Path | None,
-        typer.Option(help='JSON Lines of {"query": ..., "passage": ...} pairs.'),
+        typer.Option(
+            help='JSON Lines of {"query": ..., "passage": ...} pairs (optional "negative").'
+        ),
     ] = None,
     base: Annotated[
         str | None,
@@ -49,7 +58,9 @@ def finetune_command(
     batch_size: Annotated[
         int, typer.Option(min=2, help="Pairs per batch (each query's in-batch negatives).")
     ] = 32,
-    seed: Annotated[int, typer.Option(help="Random seed (order of the pairs).")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Random seed (order of the pairs, choice of hard negatives).")
+    ] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -59,7 +70,7 @@ def finetune_command(
         raise fail("give the training pairs with one of --beir DIR or --pairs FILE, not both")
     try:
         if beir is not None:
-            training = pairs_from_beir(beir, split)
+            training = pairs_from_beir(beir, split, hard_negatives=hard_negatives, seed=seed)
         elif pairs is not None:
             training = pairs_from_jsonl(pairs)
         else:

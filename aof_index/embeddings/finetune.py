@@ -11,6 +11,9 @@ out in plain torch so nothing beyond ``aof-index[local]`` is needed) and writes 
 Pairs come from a BEIR-layout folder's training judgements (:func:`pairs_from_beir`; the
 ``test`` split is refused: train on test and every figure measured on it is void) or from a
 JSON Lines file of ``{"query": ..., "passage": ...}`` objects (:func:`pairs_from_jsonl`).
+A pair may carry a hard negative, a passage that shares the query's words without
+answering it (mined with BM25 by :func:`pairs_from_beir`, or given as ``"negative"``); it
+joins its batch as one more wrong answer.
 
 The output is written to a temporary sibling folder and renamed into place, so a failure or
 an interruption never leaves a half-written model; an existing folder is replaced only with
@@ -37,14 +40,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aof_index.embeddings.cache import fingerprint
 from aof_index.embeddings.local import DEFAULT_LOCAL_MODEL, resolve_local_model
 from aof_index.errors import AofIndexError
 
+if TYPE_CHECKING:
+    from aof_index.eval.beir import BeirDataset
+
 __all__ = [
     "MANIFEST",
+    "NEGATIVE_POOL",
     "FinetuneError",
     "FinetuneReport",
     "FinetuneSettings",
@@ -65,12 +72,17 @@ class FinetuneError(AofIndexError):
     """Training data or settings that cannot be used, named with the fix."""
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class TrainingPair:
-    """A query and a passage that answers it."""
+    """A query, a passage that answers it and, optionally, a hard negative.
+
+    ``negative`` is a passage that looks relevant (it shares the query's words) but does not
+    answer it; it is trained as a wrong answer to its query alongside the in-batch ones.
+    """
 
     query: str
     passage: str
+    negative: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,11 +138,22 @@ class FinetuneReport:
         return {**asdict(self), "seconds": round(self.seconds, 2)}
 
 
-def pairs_from_beir(folder: str | Path, split: str = "train") -> list[TrainingPair]:
+def pairs_from_beir(
+    folder: str | Path,
+    split: str = "train",
+    *,
+    hard_negatives: bool = True,
+    seed: int = 0,
+) -> list[TrainingPair]:
     """(query, relevant passage) pairs from a BEIR folder's ``qrels/<split>.tsv``.
 
     Judgements with a score of 0 (judged not relevant) are left out, and so are judgements
     naming a query or document the folder lacks. A passage is ``title. text``.
+
+    With ``hard_negatives`` (the default), each pair also gets a hard negative: one of
+    the :data:`NEGATIVE_POOL` documents BM25 ranks highest for the query among those not
+    judged for it, drawn at random (``seed``) rather than always the first, since the very
+    top of an unjudged list is where relevant but unjudged documents hide.
 
     Raises:
         FinetuneError: for ``split="test"``, or when no pair is left.
@@ -143,8 +166,14 @@ def pairs_from_beir(folder: str | Path, split: str = "train") -> list[TrainingPa
             "'train' (BEIR's training judgements) or a split of your own, and evaluate on test"
         )
     dataset = load_beir(folder, split)
+    pools = _bm25_negative_pools(dataset) if hard_negatives else {}
+    rng = random.Random(seed)
     pairs = [
-        TrainingPair(dataset.queries[query], _passage(*dataset.corpus[doc]))
+        TrainingPair(
+            dataset.queries[query],
+            _passage(*dataset.corpus[doc]),
+            _draw(pools.get(query, []), rng),
+        )
         for query, judged in dataset.qrels.items()
         if query in dataset.queries
         for doc, score in judged.items()
@@ -158,8 +187,42 @@ def pairs_from_beir(folder: str | Path, split: str = "train") -> list[TrainingPa
     return pairs
 
 
+NEGATIVE_POOL = 20
+"""How many of BM25's best unjudged documents a hard negative is drawn from."""
+
+
+def _bm25_negative_pools(dataset: BeirDataset) -> dict[str, list[str]]:
+    """Per query id: the passages of its :data:`NEGATIVE_POOL` best unjudged BM25 hits."""
+    from llama_index.core.schema import TextNode
+
+    from aof_index_retrievers import BM25Index
+
+    index = BM25Index()
+    index.add([TextNode(id_=doc, text=_passage(*entry)) for doc, entry in dataset.corpus.items()])
+    queries = list(dataset.queries)
+    widest = max((len(judged) for judged in dataset.qrels.values()), default=0)
+    hits = index.batch_query(
+        [dataset.queries[q] for q in queries], top_k=NEGATIVE_POOL + widest, n_threads=0
+    )
+    return {
+        query: [
+            hit.node.get_content()
+            for hit in found
+            if hit.node.node_id not in dataset.qrels.get(query, {})
+        ][:NEGATIVE_POOL]
+        for query, found in zip(queries, hits, strict=True)
+    }
+
+
+def _draw(pool: list[str], rng: random.Random) -> str | None:
+    return rng.choice(pool) if pool else None
+
+
 def pairs_from_jsonl(path: str | Path) -> list[TrainingPair]:
     """Pairs from JSON Lines, one ``{"query": "...", "passage": "..."}`` object per line.
+
+    An optional ``"negative"`` names a passage that does not answer the query but looks as
+    if it might (a hard negative; see :class:`TrainingPair`).
 
     Raises:
         FinetuneError: naming the line of a malformed entry, or when the file holds none.
@@ -179,7 +242,17 @@ def pairs_from_jsonl(path: str | Path) -> list[TrainingPair]:
                 raise FinetuneError(f'{path}:{number}: "query" must be a non-empty string')
             if not (isinstance(passage, str) and passage.strip()):
                 raise FinetuneError(f'{path}:{number}: "passage" must be a non-empty string')
-            pairs.append(TrainingPair(query, passage))
+            negative = entry.get("negative")
+            if negative is not None and not (isinstance(negative, str) and negative.strip()):
+                raise FinetuneError(
+                    f'{path}:{number}: "negative", when given, must be a non-empty string'
+                )
+            if negative == passage:
+                raise FinetuneError(
+                    f'{path}:{number}: "negative" repeats "passage": a hard negative must be '
+                    "a passage that does not answer the query"
+                )
+            pairs.append(TrainingPair(query, passage, negative))
     if not pairs:
         raise FinetuneError(f"{path}: no pairs; expected lines like {_EXAMPLE}")
     return pairs
@@ -197,9 +270,9 @@ def batches(
 ) -> list[list[TrainingPair]]:
     """One pass over ``pairs`` in random order, cut into batches of at most ``size``.
 
-    A batch never holds one passage (or one query) twice: with in-batch negatives, the
-    second copy would be trained as a wrong answer to the first's query. A pair that would
-    repeat one is moved to a later batch.
+    A batch never holds one passage (or one query) twice, hard negatives included: with
+    in-batch negatives, the second copy would be trained as a wrong answer to the first's
+    query. A pair that would repeat one is moved to a later batch.
     """
     pending = list(pairs)
     rng.shuffle(pending)
@@ -210,10 +283,11 @@ def batches(
         passages: set[str] = set()
         deferred: list[TrainingPair] = []
         for pair in pending:
-            if len(batch) < size and pair.query not in queries and pair.passage not in passages:
+            texts = {pair.passage} if pair.negative is None else {pair.passage, pair.negative}
+            if len(batch) < size and pair.query not in queries and not texts & passages:
                 batch.append(pair)
                 queries.add(pair.query)
-                passages.add(pair.passage)
+                passages |= texts
             else:
                 deferred.append(pair)
         out.append(batch)
@@ -276,7 +350,9 @@ def finetune(
     for epoch in plan:
         for batch in epoch:
             queries = _embed(model, [pair.query for pair in batch])
-            passages = _embed(model, [pair.passage for pair in batch])
+            # Positives first (pair i's answer is column i), then the hard negatives.
+            negatives = [pair.negative for pair in batch if pair.negative is not None]
+            passages = _embed(model, [pair.passage for pair in batch] + negatives)
             scores = queries @ passages.T * settings.scale
             loss = torch.nn.functional.cross_entropy(scores, torch.arange(len(batch)))
             optimizer.zero_grad()
@@ -331,7 +407,7 @@ def _write(
         model.save(str(staging))
         digest = hashlib.sha256()
         for pair in pairs:
-            digest.update(json.dumps([pair.query, pair.passage]).encode())
+            digest.update(json.dumps([pair.query, pair.passage, pair.negative]).encode())
         manifest = {
             **report.as_json(),
             "base_fingerprint": fingerprint(source),

@@ -109,6 +109,13 @@ class BM25Index:
         metadata_mode: Which text of a node is indexed: ``node.get_content(metadata_mode)``.
             ``EMBED`` (default) indexes the text plus the metadata the embedding also sees;
             ``NONE`` indexes the text alone.
+        window: How many neighbouring chunks on each side (a node's ``prev_node`` /
+            ``next_node`` of the same source document, when indexed too) are scored with
+            it. ``0`` (default) scores each node's own text; ``1`` scores a chunk as the
+            passage made of it and the chunks around it, so a query whose words fall on both
+            sides of a chunk boundary still finds it. The chunk's own text counts twice in
+            that passage, so a chunk holding a term ranks above the neighbours that only see
+            it through the window. The node returned is the chunk itself.
 
     The constructor does no I/O. Nodes are upserted by id with :meth:`add`; each node is
     tokenised once, when added. bm25s cannot add documents to a built model incrementally,
@@ -129,7 +136,9 @@ class BM25Index:
         stemmer_language: str | None = "english",
         stopwords: StopwordsSpec = "en",
         metadata_mode: MetadataMode = MetadataMode.EMBED,
+        window: int = 0,
     ) -> None:
+        _check_window(window)
         if stemmer_language is not None and stemmer_language not in Stemmer.algorithms():
             raise ValueError(
                 f"stemmer_language={stemmer_language!r} is not a PyStemmer language; "
@@ -149,6 +158,7 @@ class BM25Index:
             stopwords if stopwords is None or isinstance(stopwords, str) else list(stopwords)
         )
         self._metadata_mode = MetadataMode(metadata_mode)
+        self._window = window
         self._tokenizer = _make_tokenizer(stemmer_language, self._stopwords)
 
         self._lock = threading.RLock()
@@ -178,6 +188,7 @@ class BM25Index:
             "stemmer_language": self._stemmer_language,
             "stopwords": self._stopwords,
             "metadata_mode": self._metadata_mode.value,
+            "window": self._window,
         }
 
     # ------------------------------------------------------------------ mutation
@@ -363,13 +374,34 @@ class BM25Index:
             # cached at add time (the corpus is not tokenised again).
             model = self._new_model()
             model.index(
-                ([self._tokens[i].tolist() for i in node_ids], vocab),
+                ([self._scored_tokens(i) for i in node_ids], vocab),
                 create_empty_token=False,
                 show_progress=False,
             )
         self._snapshot = _Snapshot(model=model, node_ids=node_ids, nodes=nodes, n_vocab=len(vocab))
         self._snapshot_generation = self._generation
         return self._snapshot
+
+    def _scored_tokens(self, node_id: str) -> list[int]:
+        """The token ids BM25 scores for a node: its own, with its window's (lock held)."""
+        own = self._tokens[node_id]
+        if not self._window:
+            return list(own.tolist())
+        node = self._nodes[node_id]
+        before: list[npt.NDArray[np.int32]] = []
+        after: list[npt.NDArray[np.int32]] = []
+        for side, link in ((before, "prev_node"), (after, "next_node")):
+            current = node
+            for _ in range(self._window):
+                related = getattr(current, link)
+                neighbour = None if related is None else self._nodes.get(related.node_id)
+                if neighbour is None or neighbour.ref_doc_id != node.ref_doc_id:
+                    break
+                side.append(self._tokens[neighbour.node_id])
+                current = neighbour
+        # The chunk's own words count twice: a chunk that holds a term outranks the
+        # neighbours that only see it through their window.
+        return list(np.concatenate([*reversed(before), own, own, *after]).tolist())
 
     def _new_model(self) -> Any:
         return bm25s.BM25(k1=self._k1, b=self._b, method=self._method, backend="numpy")
@@ -478,9 +510,10 @@ class BM25Index:
         """Load the index at ``persist_dir`` if one was persisted there, else create one.
 
         ``params`` are the constructor's keyword arguments. For a loaded index, a different
-        ``k1``, ``b`` or ``method`` is applied (the model is rebuilt from the saved tokens);
-        a different tokenisation (``stemmer_language``, ``stopwords``, ``metadata_mode``)
-        raises ``ValueError``, since the saved tokens would no longer match.
+        ``k1``, ``b``, ``method`` or ``window`` is applied (the model is rebuilt from the
+        saved tokens); a different tokenisation (``stemmer_language``, ``stopwords``,
+        ``metadata_mode``) raises ``ValueError``, since the saved tokens would no longer
+        match.
         """
         root = Path(persist_dir)
         if not (root / _CURRENT).exists():
@@ -516,6 +549,10 @@ class BM25Index:
         if "method" in params and params["method"] != self._method:
             self._method = params["method"]
             changed = True
+        if "window" in params and params["window"] != self._window:
+            _check_window(params["window"])
+            self._window = params["window"]
+            changed = True
         if changed:
             with self._lock:
                 self._generation += 1
@@ -537,6 +574,7 @@ class BM25Index:
             stemmer_language=params["stemmer_language"],
             stopwords=params["stopwords"],
             metadata_mode=MetadataMode(params["metadata_mode"]),
+            window=params.get("window", 0),  # absent from indexes written before it existed
         )
         vocab = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
         index._tokenizer.word_to_stem = vocab["word_to_stem"]
@@ -567,6 +605,11 @@ class BM25Index:
             )
             index._snapshot_generation = index._generation
         return index
+
+
+def _check_window(window: object) -> None:
+    if not isinstance(window, int) or isinstance(window, bool) or window < 0:
+        raise ValueError(f"window={window!r} must be a whole number of chunks, 0 or more")
 
 
 class BM25Retriever(BaseRetriever):

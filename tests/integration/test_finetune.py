@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bm25s.stopwords import STOPWORDS_EN
 from network_guard import loopback_only
 from typer.testing import CliRunner
 
@@ -159,24 +161,109 @@ def test_interrupted_training_leaves_nothing(tmp_path: Path) -> None:
 def test_batches_never_repeat_a_query_or_passage() -> None:
     pairs = [TrainingPair(f"q{i % 7}", f"p{i % 5}") for i in range(35)]
     out = batches(pairs, 4, random.Random(3))
-    assert sorted(p for b in out for p in b) == sorted(pairs)
+    assert sorted((p for b in out for p in b), key=repr) == sorted(pairs, key=repr)
     for batch in out:
         assert len(batch) <= 4
         assert len({p.query for p in batch}) == len(batch)
         assert len({p.passage for p in batch}) == len(batch)
 
 
-def test_jsonl_errors_name_the_line(tmp_path: Path) -> None:
+def test_batches_never_repeat_a_text_across_positives_and_negatives() -> None:
+    # Pair i's negative is pair i+1's answer: the two must never share a batch.
+    pairs = [TrainingPair(f"q{i}", f"p{i}", f"p{(i + 1) % 12}") for i in range(12)]
+    out = batches(pairs, 4, random.Random(5))
+    assert sorted((p for b in out for p in b), key=repr) == sorted(pairs, key=repr)
+    for batch in out:
+        texts = [p.passage for p in batch] + [p.negative for p in batch]
+        assert len(set(texts)) == len(texts), batch
+
+
+def test_hard_negatives_are_unjudged_bm25_hits_drawn_by_seed(train_folder: Path) -> None:
+    corpus = {
+        d["_id"]: f"{d['title']}. {d['text']}"
+        for d in map(json.loads, (train_folder / "corpus.jsonl").open())
+    }
+    queries = {
+        q["_id"]: q["text"] for q in map(json.loads, (train_folder / "queries.jsonl").open())
+    }
+    judged: dict[str, set[str]] = {}
+    for line in (train_folder / "qrels" / "train.tsv").read_text().splitlines()[1:]:
+        query, doc, _ = line.split("\t")
+        judged.setdefault(queries[query], set()).add(corpus[doc])
+    pairs = pairs_from_beir(train_folder)
+    assert all(p.negative is not None for p in pairs)
+    for pair in pairs:
+        assert pair.negative in corpus.values()
+        assert pair.negative not in judged[pair.query]
+        # BM25 found it: it shares a word that is not a stopword with the query (prefixes
+        # of four letters stand in for the index's stemming).
+        shared = _words(pair.query) & _words(str(pair.negative))
+        assert shared, pair
+    assert pairs_from_beir(train_folder) == pairs
+    assert pairs_from_beir(train_folder, seed=1) != pairs
+    assert all(p.negative is None for p in pairs_from_beir(train_folder, hard_negatives=False))
+
+
+def _words(text: str) -> set[str]:
+    return {w[:4] for w in re.findall(r"\w+", text.lower()) if w not in STOPWORDS_EN}
+
+
+def _margin(model: Path, pairs: list[TrainingPair]) -> float:
+    """Mean of cos(query, answer) - cos(query, negative)."""
+    embed = LocalEmbedding(model=str(model))
+    margins = []
+    for pair in pairs:
+        q = np.array(embed.get_query_embedding(pair.query))
+        pos, neg = (np.array(embed.get_text_embedding(t)) for t in (pair.passage, pair.negative))
+        margins.append(float(q @ pos - q @ neg))
+    return float(np.mean(margins))
+
+
+def test_hard_negatives_are_trained_as_wrong_answers(train_folder: Path, tmp_path: Path) -> None:
+    pairs = pairs_from_beir(train_folder)[:16]
+    settings = FinetuneSettings(epochs=2, learning_rate=5e-5, batch_size=8)
+    finetune(pairs, tmp_path / "with", settings=settings)
+    plain = [TrainingPair(p.query, p.passage) for p in pairs]
+    finetune(plain, tmp_path / "without", settings=settings)
+    with_negatives, without = (
+        _margin(tmp_path / "with", pairs),
+        _margin(tmp_path / "without", pairs),
+    )
+    assert with_negatives > without + 0.01, (with_negatives, without)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            '{"query": "a", "passage": "b"}\n\n{"query": "", "passage": "c"}\n',
+            r'pairs\.jsonl:3: "query"',
+        ),
+        ("not json\n", r"pairs\.jsonl:1: not JSON"),
+        ("", "no pairs"),
+        (
+            '{"query": "a", "passage": "b", "negative": "b"}\n',
+            r'pairs\.jsonl:1: "negative" repeats',
+        ),
+        (
+            '{"query": "a", "passage": "b", "negative": 3}\n',
+            r'pairs\.jsonl:1: "negative", when given',
+        ),
+    ],
+)
+def test_jsonl_errors_name_the_line(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "pairs.jsonl"
-    path.write_text('{"query": "a", "passage": "b"}\n\n{"query": "", "passage": "c"}\n')
-    with pytest.raises(FinetuneError, match=r"pairs.jsonl:3: \"query\""):
+    path.write_text(content)
+    with pytest.raises(FinetuneError, match=message):
         pairs_from_jsonl(path)
-    path.write_text("not json\n")
-    with pytest.raises(FinetuneError, match=r"pairs\.jsonl:1: not JSON"):
-        pairs_from_jsonl(path)
-    path.write_text("")
-    with pytest.raises(FinetuneError, match="no pairs"):
-        pairs_from_jsonl(path)
+
+
+def test_jsonl_negatives_are_optional(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(
+        '{"query": "a", "passage": "b", "negative": "c"}\n{"query": "d", "passage": "e"}\n'
+    )
+    assert pairs_from_jsonl(path) == [TrainingPair("a", "b", "c"), TrainingPair("d", "e")]
 
 
 def test_bad_settings_name_the_field() -> None:

@@ -15,6 +15,7 @@ from aof_index import ManifestError, build_knowledge_base
 from aof_index.cli.main import app
 from aof_index.knowledge.pipeline import KnowledgeBasePipeline
 from aof_index_readers import LocalFilesReader
+from aof_index_retrievers import BM25Index
 
 pytestmark = pytest.mark.slow
 
@@ -172,3 +173,32 @@ def test_cli_ingest_and_chunk_follow_the_knowledge_base(tmp_path: Path, runbooks
     bad = write(tmp_path, MEMORY, kb_manifest("    strategy: custom\n"))
     result = runner.invoke(app, ["ingest", str(runbooks), "-k", str(bad)])
     assert result.exit_code == 1 and "spec.chunking.strategy" in result.stderr
+
+
+def test_keyword_search_scores_each_chunk_with_its_neighbours(tmp_path: Path) -> None:
+    # Small fixed chunks cut this runbook so that "etcd" and "snapshot" never share one.
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    filler = " ".join(f"step{i} checks the dashboards again." for i in range(6))
+    (docs / "etcd.md").write_text(
+        f"The etcd members lost quorum during the upgrade. {filler} "
+        "Restore the latest snapshot and restart the control plane."
+    )
+    (docs / "volumes.md").write_text("Take a snapshot of the volume before resizing it.")
+    kb = build_knowledge_base(write(tmp_path, MEMORY, kb_manifest(FIXED, processing="")))
+    ingest(kb, docs)
+    index = kb.memory.keyword_index
+    assert index.params["window"] == 1
+    texts = {node_id: str(index.get(node_id).get_content()) for node_id in index.node_ids()}  # type: ignore[union-attr]
+    assert not any("etcd" in t and "snapshot" in t for t in texts.values())
+    etcd = {i for i, t in texts.items() if "quorum" in t or "control plane" in t}
+    volume = next(i for i, t in texts.items() if t.startswith("Take a snapshot"))
+    assert len(etcd) == 2
+    # Both halves of the etcd runbook hold both words within their window: they come first.
+    windowed = [hit.node.node_id for hit in index.query("etcd snapshot", top_k=10)]
+    assert set(windowed[:2]) == etcd and windowed[2] == volume, windowed
+    # Scored one chunk at a time, the volume runbook beats the half that names etcd.
+    single = BM25Index(window=0)
+    single.add([index.get(node_id) for node_id in index.node_ids()])  # type: ignore[misc]
+    ranked = [hit.node.node_id for hit in single.query("etcd snapshot", top_k=10)]
+    assert ranked.index(volume) < max(ranked.index(i) for i in etcd), ranked

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import subprocess
 import sys
@@ -343,6 +344,71 @@ def test_invalid_parameters() -> None:
         BM25Index(stemmer_language="klingon")
     with pytest.raises(ValueError, match="method"):
         BM25Index(method="tfidf")
+    with pytest.raises(ValueError, match="window=-1"):
+        BM25Index(window=-1)
+
+
+# ---------------------------------------------------------------------- window
+
+
+def _chunks(doc: str, *texts: str) -> list[TextNode]:
+    """Chunks of one document, linked previous/next as LlamaIndex node parsers link them."""
+    nodes = [TextNode(id_=f"{doc}-{i}", text=text) for i, text in enumerate(texts)]
+    for node in nodes:
+        node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=doc)
+    for before, after in itertools.pairwise(nodes):
+        before.relationships[NodeRelationship.NEXT] = RelatedNodeInfo(node_id=after.node_id)
+        after.relationships[NodeRelationship.PREVIOUS] = RelatedNodeInfo(node_id=before.node_id)
+    return nodes
+
+
+WINDOWED = [
+    *_chunks(
+        "runbook",
+        "The etcd cluster lost quorum after the upgrade.",
+        "Restore the snapshot taken before the upgrade.",
+        "Then restart every kube-apiserver instance.",
+        "Unrelated closing remarks about dashboards.",
+    ),
+    *_chunks("other", "Snapshot restore of a Postgres volume.", "Quorum in Kafka clusters."),
+]
+
+
+def test_window_scores_a_chunk_with_its_neighbours() -> None:
+    # The answer chunk says "snapshot"; "etcd" is only in the chunk before it.
+    plain, windowed = BM25Index(), BM25Index(window=1)
+    plain.add(WINDOWED)
+    windowed.add(WINDOWED)
+    query = "etcd snapshot restore"
+    assert ids(plain.query(query, top_k=1)) == ["other-0"]
+    # Chunks 0 and 1 both hold every word of the query in their windows.
+    assert sorted(ids(windowed.query(query, top_k=2))) == ["runbook-0", "runbook-1"]
+    # Neighbours of another document never count; nor do chunks beyond the window.
+    assert "runbook-3" not in ids(windowed.query("etcd", top_k=10))
+    assert ids(BM25Index(window=3).query("etcd", top_k=1)) == []  # empty index
+    wide = BM25Index(window=3)
+    wide.add(WINDOWED)
+    assert "runbook-3" in ids(wide.query("etcd", top_k=10))
+    assert "other-1" not in ids(wide.query("etcd", top_k=10))
+    # The node returned is the chunk itself, not the window's text.
+    texts = {node.node_id: node.get_content() for node in WINDOWED}
+    for hit in windowed.query(query, top_k=5):
+        assert hit.node.get_content() == texts[hit.node.node_id]
+
+
+def test_window_follows_deleted_neighbours_and_survives_persistence(tmp_path: Path) -> None:
+    index = BM25Index(tmp_path / "bm25", window=1)
+    index.add(WINDOWED)
+    index.delete("runbook-0")  # the only chunk that says etcd
+    assert "runbook-1" not in ids(index.query("etcd", top_k=10))
+    index.add(WINDOWED[:1])
+    index.persist()
+    loaded = BM25Index.load(tmp_path / "bm25")
+    assert loaded.params["window"] == 1
+    assert "runbook-1" in ids(loaded.query("etcd", top_k=10))
+    # A different window applies on load (rebuilt from the saved tokens).
+    narrowed = BM25Index.load_or_create(tmp_path / "bm25", window=0)
+    assert ids(narrowed.query("etcd", top_k=10)) == ["runbook-0"]
 
 
 # ---------------------------------------------------------------------- retriever
