@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from beir_cut import cut_scifact
 from bm25s.stopwords import STOPWORDS_EN
 from network_guard import loopback_only
 from typer.testing import CliRunner
@@ -36,7 +37,6 @@ from aof_index.embeddings.local import LocalEmbedding
 
 pytestmark = pytest.mark.slow
 
-SCIFACT = Path(__file__).resolve().parents[3] / "shared" / "data" / "beir" / "scifact"
 SETTINGS = FinetuneSettings(epochs=3, learning_rate=5e-5, batch_size=8)
 
 
@@ -51,25 +51,13 @@ def no_network() -> Iterator[None]:
 def train_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A BEIR folder with 24 SciFact training queries, their abstracts, 40 other abstracts,
     and a test split that must never be trained on."""
-    out = tmp_path_factory.mktemp("scifact-train")
-    lines = (SCIFACT / "qrels" / "train.tsv").read_text().splitlines()
-    header, rows = lines[0], [line.split("\t") for line in lines[1:] if line.strip()]
-    chosen = sorted({row[0] for row in rows}, key=int)[:24]
-    kept = [row for row in rows if row[0] in chosen]
-    relevant = {row[1] for row in kept}
-    corpus = [json.loads(line) for line in (SCIFACT / "corpus.jsonl").open()]
-    keep = [d for d in corpus if d["_id"] in relevant]
-    keep += [d for d in corpus if d["_id"] not in relevant][:40]
-    (out / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in keep))
-    queries = [json.loads(line) for line in (SCIFACT / "queries.jsonl").open()]
-    (out / "queries.jsonl").write_text(
-        "".join(json.dumps(q) + "\n" for q in queries if q["_id"] in chosen)
+    return cut_scifact(
+        tmp_path_factory.mktemp("scifact-train"),
+        split="train",
+        queries=24,
+        distractors=40,
+        qrels_as=("train", "test"),
     )
-    (out / "qrels").mkdir()
-    body = "\n".join([header, *("\t".join(row) for row in kept)]) + "\n"
-    (out / "qrels" / "train.tsv").write_text(body)
-    (out / "qrels" / "test.tsv").write_text(body)
-    return out
 
 
 @pytest.fixture(scope="module")
